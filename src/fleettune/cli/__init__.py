@@ -1,0 +1,1 @@
+"""The fleettune command line."""

@@ -1,0 +1,68 @@
+"""Entry point: dispatches subcommands and turns user mistakes into one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import typer
+
+try:  # typer >= 0.20 vendors its own click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click import ClickException  # type: ignore[assignment]
+
+from fleettune.errors import FleettuneError
+
+app = typer.Typer(
+    name="fleettune",
+    help="Fine-tune language models across fleets of IoT devices without moving their data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Fine-tune language models across fleets of IoT devices without moving their data."""
+
+
+def _register() -> None:
+    if app.registered_commands:
+        return
+    from fleettune.cli.run import run
+
+    app.command("run")(run)
+
+
+def _fail(message: str, code: int) -> None:
+    first = " ".join(message.strip().split()) or "error"
+    print(f"fleettune: error: {first}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Library deprecation chatter is not the user's concern; our own warnings still show.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft)\.")
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="fleettune", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # bad flags: click's own message, on one line
+        _fail(exc.format_message(), 2)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("aborted", 130)
+    except FleettuneError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

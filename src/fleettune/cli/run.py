@@ -1,0 +1,101 @@
+"""`fleettune run`: one training run, a progress bar, a summary table and report.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fleettune.config import build_config, resolved_dict
+from fleettune.report import build_report, write_report
+from fleettune.report.summary import print_summary
+from fleettune.runner import execute, prepare
+from fleettune.runtime.progress import RoundRecord
+
+Opt = typer.Option
+
+
+def run(
+    out: Annotated[Path, Opt("--out", help="Directory for report.json and the resolved config.")],
+    config: Annotated[Path | None, Opt("--config", help="A TOML config file.")] = None,
+    scheme: Annotated[str | None, Opt(help="central, fl (more to come: sl, cpsl, splitfed, mesfl).")] = None,
+    model: Annotated[str | None, Opt(help="Catalogue name (minilm, mpnet-base, smollm2-135m) or folder.")] = None,
+    dataset: Annotated[str | None, Opt(help="carer, bbc-news, ton-iot, ai4i or local.")] = None,
+    data_dir: Annotated[Path | None, Opt("--data-dir", help="Directory holding the data set's files.")] = None,
+    fleet: Annotated[str | None, Opt(help="Shipped fleet name or a fleet TOML file.")] = None,
+    clients: Annotated[int | None, Opt(help="Number of clients (cycles through the fleet's devices).")] = None,
+    partition: Annotated[str | None, Opt(help="iid, dirichlet:ALPHA, quantity:ALPHA or natural.")] = None,
+    rounds: Annotated[int | None, Opt(help="Training rounds.")] = None,
+    epochs: Annotated[float | None, Opt(help="Epochs (instead of rounds).")] = None,
+    batch_size: Annotated[int | None, Opt("--batch-size")] = None,
+    lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
+    lora_rank: Annotated[int | None, Opt("--lora-rank")] = None,
+    max_length: Annotated[int | None, Opt("--max-length", help="Truncate sequences to this many tokens.")] = None,
+    aggregate_every: Annotated[int | None, Opt("--aggregate-every")] = None,
+    scheduler: Annotated[str | None, Opt(help="Server order policy for split schemes.")] = None,
+    target_accuracy: Annotated[float | None, Opt("--target-accuracy")] = None,
+    max_train_samples: Annotated[int | None, Opt("--max-train-samples")] = None,
+    max_eval_samples: Annotated[int | None, Opt("--max-eval-samples")] = None,
+    eval_every: Annotated[int | None, Opt("--eval-every")] = None,
+    local_steps: Annotated[int | None, Opt("--local-steps", help="Optimizer steps per client per round.")] = None,
+    cut_layer: Annotated[int | None, Opt("--cut-layer", help="One cut layer for every device.")] = None,
+    seed: Annotated[int | None, Opt()] = None,
+    overrides: Annotated[list[str] | None, Opt("--set", help="key=value config override (repeatable).")] = None,
+) -> None:
+    """Train with one scheme and write DIR/report.json. With no options: the embedded default."""
+    flags: dict[str, Any] = {
+        "scheme": scheme,
+        "model": model,
+        "dataset": dataset,
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "fleet": fleet,
+        "clients": clients,
+        "partition": partition,
+        "rounds": rounds,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "lora.rank": lora_rank,
+        "max_length": max_length,
+        "aggregate_every": aggregate_every,
+        "scheduler": scheduler,
+        "target_accuracy": target_accuracy,
+        "max_train_samples": max_train_samples,
+        "max_eval_samples": max_eval_samples,
+        "eval_every": eval_every,
+        "local_steps": local_steps,
+        "cut_layer": cut_layer,
+        "seed": seed,
+    }
+    resolved = build_config(config, flags, overrides)
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"{resolved.scheme} rounds", total=None, status="", visible=False)
+
+        def on_round(record: RoundRecord) -> None:
+            accuracy = "" if record.accuracy is None else f" acc {record.accuracy:.4f}"
+            progress.update(task, advance=1, status=f"loss {record.train_loss:.4f}{accuracy}")
+
+        # Every input is checked before the bar shows, so a user mistake prints one line only.
+        prepared = prepare(resolved, on_round)
+        progress.update(task, total=prepared.setup.plan.rounds, visible=True)
+        result = execute(prepared)
+    report = build_report(prepared, result, time.perf_counter() - started)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(resolved_dict(resolved), indent=2) + "\n")
+    path = write_report(report, out)
+    print_summary(report, Console())
+    Console().print(f"report: {path}")

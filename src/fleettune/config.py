@@ -1,0 +1,141 @@
+"""The one validated run configuration: defaults < TOML file < CLI flags < --set overrides."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fleettune.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_PARTITION = re.compile(r"^(iid|natural|(dirichlet|quantity):(\d+(\.\d*)?|\.\d+))$")
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    targets: list[str] | None = None
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs; unknown keys and bad values are errors naming the field."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    scheme: str = "fl"
+    model: str = "minilm"
+    task: Literal["classification"] = "classification"
+    dataset: str = "bbc-news"
+    data_dir: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    fleet: str = "paper6"
+    cut_layer: int | None = Field(None, ge=1)  # overrides every device's cut when given
+    clients: int | None = Field(None, ge=1)
+    client_fraction: float = Field(1.0, gt=0, le=1)
+    partition: str = "iid"
+    rounds: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    local_steps: int = Field(10, ge=1)
+    local_epochs: float | None = Field(None, gt=0)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "onecycle"] = "onecycle"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    max_length: int = Field(128, ge=2)
+    aggregate_every: int = Field(1, ge=1)
+    scheduler: str = "fifo"
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    eval_every: int = Field(1, ge=1)
+    seed: int = 0
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_form(cls, value: str) -> str:
+        if not _PARTITION.match(value):
+            raise ValueError("expected iid, natural, dirichlet:ALPHA or quantity:ALPHA")
+        if ":" in value and float(value.split(":")[1]) <= 0:
+            raise ValueError("ALPHA must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _rounds_or_epochs(self) -> RunConfig:
+        if self.rounds is not None and self.epochs is not None:
+            raise ValueError("give rounds or epochs, not both")
+        return self
+
+
+def _first_error(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "config"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return ConfigError(f"{source}: {field}: {message}{shown}")
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML would read it (numbers, booleans, lists), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def build_config(
+    file: Path | None = None, flags: dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """Merge the layers and validate once. `flags` holds only options the user gave."""
+    tree: dict[str, Any] = read_toml(file) if file is not None else {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_path(tree, key, value)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        _set_path(tree, key.strip(), parse_value(text.strip()))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise _first_error(exc, str(file) if file else "config") from None
+
+
+def resolved_dict(config: RunConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")

@@ -1,0 +1,118 @@
+"""Fleet files (TOML): parsing, validation against the catalogue, and the shipped fleets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fleettune.config import read_toml, tomllib
+from fleettune.errors import FleetError
+from fleettune.fleet.profiles import Device, Hardware, Link, hardware
+
+
+class _MachineEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str | None = None
+    tflops: float | None = Field(None, gt=0)
+    memory_gib: float | None = Field(None, gt=0)
+    power_w: float | None = Field(None, gt=0)
+    efficiency: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _kind_or_numbers(self) -> _MachineEntry:
+        if self.kind is None and None in (self.tflops, self.memory_gib, self.power_w):
+            raise ValueError("give a catalogue kind, or tflops, memory_gib and power_w")
+        return self
+
+    def hardware(self) -> Hardware:
+        base = hardware(self.kind) if self.kind else Hardware("custom", 1.0, 1.0, 1.0)
+        fields = ("tflops", "memory_gib", "power_w", "efficiency")
+        given = {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+        return replace(base, **given)
+
+
+class _DeviceEntry(_MachineEntry):
+    id: str
+    cut_layer: int | str = 1
+    lora_rank: int | None = Field(None, ge=1)
+    uplink_mbps: float = Field(100.0, gt=0)
+    downlink_mbps: float = Field(100.0, gt=0)
+    latency_ms: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _cut(self) -> _DeviceEntry:
+        if isinstance(self.cut_layer, str) and self.cut_layer != "auto":
+            raise ValueError('cut_layer must be an integer >= 1 or "auto"')
+        if isinstance(self.cut_layer, int) and self.cut_layer < 1:
+            raise ValueError("cut_layer must be >= 1")
+        return self
+
+
+class _FleetFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    server: _MachineEntry
+    device: list[_DeviceEntry] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str
+    server: Hardware
+    devices: tuple[Device, ...]
+
+    def resized(self, count: int) -> Fleet:
+        """`count` devices cycling through this fleet's devices (ids made unique)."""
+        if count == len(self.devices):
+            return self
+        cycle = (self.devices[i % len(self.devices)] for i in range(count))
+        devices = tuple(replace(d, id=f"{d.id}-{i}") for i, d in enumerate(cycle))
+        return Fleet(f"{self.name}x{count}", self.server, devices)
+
+
+def parse_fleet(tree: dict[str, Any], source: str) -> Fleet:
+    try:
+        parsed = _FleetFile.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise FleetError(f"{source}: {field}: {err['msg'].removeprefix('Value error, ')}") from None
+    ids = [d.id for d in parsed.device]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise FleetError(f"{source}: device ids must be unique; repeated: {', '.join(duplicates)}")
+    devices = tuple(
+        Device(
+            id=d.id,
+            hardware=d.hardware(),
+            link=Link(d.uplink_mbps, d.downlink_mbps, d.latency_ms),
+            cut_layer=d.cut_layer,
+            lora_rank=d.lora_rank,
+        )
+        for d in parsed.device
+    )
+    return Fleet(parsed.name, parsed.server.hardware(), devices)
+
+
+def shipped_fleets() -> list[str]:
+    folder = resources.files("fleettune.fleet") / "fleets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_fleet(name_or_path: str) -> Fleet:
+    """A shipped fleet by name, or a TOML fleet file."""
+    if name_or_path in shipped_fleets():
+        text = (resources.files("fleettune.fleet") / "fleets" / f"{name_or_path}.toml").read_text()
+        return parse_fleet(tomllib.loads(text), name_or_path)
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise FleetError(f"fleet file {path} does not exist")
+        return parse_fleet(read_toml(path), str(path))
+    raise FleetError(f"unknown fleet {name_or_path!r}; expected a TOML file or one of: {', '.join(shipped_fleets())}")

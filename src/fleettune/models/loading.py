@@ -1,0 +1,47 @@
+"""Loads a pretrained model as a task model (classifier or causal LM), with a seeded new head."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from fleettune.errors import ModelError
+from fleettune.models.stages import Task
+
+
+def load_task_model(
+    path: Path, task: Task, *, num_labels: int | None, pad_token_id: int | None, seed: int
+) -> PreTrainedModel:
+    """The pretrained backbone at `path` with the task's head; a new head is initialised from `seed`
+    without touching the global RNG."""
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read a model config in {path}: {str(exc).splitlines()[0]}") from None
+    if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = pad_token_id
+    kwargs: dict[str, object] = {"config": config, "dtype": torch.float32}
+    auto: type[AutoModelForSequenceClassification] | type[AutoModelForCausalLM]
+    if task is Task.CLASSIFICATION:
+        if not num_labels or num_labels < 2:
+            raise ModelError(f"classification needs at least 2 labels, got {num_labels}")
+        config.num_labels = num_labels
+        auto = AutoModelForSequenceClassification
+    else:
+        auto = AutoModelForCausalLM
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)  # the "newly initialized head" notice is expected
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = auto.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load {task.value} model from {path}: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(previous)
+    model.eval()
+    return model

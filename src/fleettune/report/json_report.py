@@ -1,0 +1,107 @@
+"""Builds and writes report.json: every key CONTRACTS.md promises, from measured values only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fleettune import __version__
+from fleettune.config import resolved_dict
+from fleettune.runner import PreparedRun
+from fleettune.runtime.memory import MemoryBreakdown
+from fleettune.runtime.progress import RoundRecord
+from fleettune.schemes import SchemeResult
+
+
+def time_to_target(history: list[RoundRecord], target: float | None) -> float | None:
+    """The first virtual time at which the evaluated test accuracy reached `target`."""
+    if target is None:
+        return None
+    for record in history:
+        if record.accuracy is not None and record.accuracy >= target:
+            return record.sim_time_s
+    return None
+
+
+def _breakdown(memory: MemoryBreakdown) -> dict[str, int]:
+    return {**asdict(memory), "total": memory.total}
+
+
+def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float) -> dict[str, Any]:
+    config = prepared.config
+    fleet = prepared.fleet
+    client_ids = [d.id for d in fleet.devices]
+    final = result.final
+    return {
+        "fleettune_version": __version__,
+        "scheme": config.scheme,
+        "seed": config.seed,
+        "config": resolved_dict(config),
+        "model": {
+            "name": prepared.model_source.name,
+            "layers": prepared.num_layers,
+            "parameters": result.parameters,
+            "trainable_parameters": result.trainable_parameters,
+        },
+        "dataset": {
+            "name": prepared.dataset.name,
+            "train_samples": len(prepared.dataset.train),
+            "test_samples": len(prepared.dataset.test),
+            "labels": list(prepared.dataset.label_names),
+        },
+        "fleet": {
+            "name": fleet.name,
+            "devices": [
+                {
+                    "id": d.id,
+                    "kind": d.hardware.kind,
+                    "cut_layer": d.cut_layer,
+                    "lora_rank": d.lora_rank or config.lora.rank,
+                }
+                for d in fleet.devices
+            ],
+        },
+        "history": [asdict(r) for r in result.history],
+        "final": {
+            "accuracy": final.scores.accuracy,
+            "macro_f1": final.scores.macro_f1,
+            "per_client_accuracy": final.clients.per_client,
+            "worst_client_accuracy": final.clients.worst,
+            "client_accuracy_std": final.clients.std,
+        },
+        "target_accuracy": config.target_accuracy,
+        "time_to_target_s": time_to_target(result.history, config.target_accuracy),
+        "memory_bytes": {
+            "server_peak": result.server_memory.total,
+            "clients_peak": {c: m.total for c, m in result.client_memory.items()},
+            "server_breakdown": _breakdown(result.server_memory),
+            "clients_breakdown": {c: _breakdown(m) for c, m in result.client_memory.items()},
+        },
+        "communication_bytes": {
+            "uplink": result.traffic.total_uplink(),
+            "downlink": result.traffic.total_downlink(),
+            "per_client": result.traffic.per_client(client_ids),
+        },
+        "energy_j": {"server": result.energy.server_j, "clients": dict(result.energy.clients_j)},
+        # Until the cost model lands, virtual time is measured compute time on this machine,
+        # with clients counted in parallel; energy is device power times that busy time.
+        "time_basis": "measured-compute",
+        "sim_time_s": result.sim_time_s,
+        "wall_time_s": wall_time_s,
+    }
+
+
+def write_report(report: dict[str, Any], out_dir: Path, name: str = "report.json") -> Path:
+    """Write atomically: a crash never leaves a half-written report behind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / name
+    fd, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    os.replace(temp, target)
+    return target

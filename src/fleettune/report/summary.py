@@ -1,0 +1,44 @@
+"""The rich summary table printed at the end of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    final = report["final"]
+    table = Table(title=f"fleettune {report['scheme']} on {report['dataset']['name']} ({report['model']['name']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("test accuracy", f"{final['accuracy']:.4f}"),
+        ("macro-F1", f"{final['macro_f1']:.4f}"),
+        ("worst client accuracy", f"{final['worst_client_accuracy']:.4f}"),
+        ("client accuracy std", f"{final['client_accuracy_std']:.4f}"),
+        ("rounds", str(len(report["history"]))),
+        ("virtual time", f"{report['sim_time_s']:.1f} s"),
+        ("wall time", f"{report['wall_time_s']:.1f} s"),
+        ("server peak memory", _mib(report["memory_bytes"]["server_peak"])),
+    ]
+    clients = report["memory_bytes"]["clients_peak"]
+    if clients:
+        rows.append(("largest client peak memory", _mib(max(clients.values()))))
+    comm = report["communication_bytes"]
+    rows += [("uplink", _mib(comm["uplink"])), ("downlink", _mib(comm["downlink"]))]
+    if report["target_accuracy"] is not None:
+        reached = report["time_to_target_s"]
+        rows.append((f"time to {report['target_accuracy']}", "not reached" if reached is None else f"{reached:.1f} s"))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def print_summary(report: dict[str, Any], console: Console) -> None:
+    console.print(summary_table(report))

@@ -1,0 +1,167 @@
+"""Turns a validated config into a finished run: fleet, data, model, scheme, report."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+import torch
+from transformers import PreTrainedModel
+
+from fleettune.config import RunConfig
+from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
+from fleettune.errors import ConfigError, FleetError
+from fleettune.fleet import Fleet, load_fleet
+from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
+from fleettune.models.loading import load_task_model
+from fleettune.models.lora import LoraSpec
+from fleettune.models.stages import Task, check_cut
+from fleettune.runtime.progress import RoundRecord
+from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, TrainingPlan
+from fleettune.schemes.batching import BatchSource
+from fleettune.schemes.evaluator import Evaluator
+from fleettune.schemes.fl import clients_per_round
+
+DEFAULT_FL_ROUNDS = 20
+
+
+@dataclass
+class PreparedRun:
+    config: RunConfig
+    fleet: Fleet
+    dataset: TextDataset
+    setup: RunSetup
+    model_source: ModelSource
+    num_layers: int
+
+
+def _fleet_for(config: RunConfig) -> Fleet:
+    fleet = load_fleet(config.fleet)
+    if config.clients is not None:
+        fleet = fleet.resized(config.clients)
+    if config.cut_layer is not None:
+        fleet = replace(fleet, devices=tuple(replace(d, cut_layer=config.cut_layer) for d in fleet.devices))
+    return fleet
+
+
+def _check_cuts(fleet: Fleet, num_layers: int) -> None:
+    for device in fleet.devices:
+        if isinstance(device.cut_layer, int):
+            try:
+                check_cut(device.cut_layer, num_layers)
+            except Exception as exc:
+                raise FleetError(f"fleet {fleet.name}: device {device.id}: {exc}") from None
+        else:
+            raise FleetError(
+                f"fleet {fleet.name}: device {device.id}: cut_layer 'auto' needs the planner, "
+                "which this version does not have; give an integer cut"
+            )
+
+
+def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
+    if config.scheme == "central":
+        rounds = math.ceil(config.epochs) if config.epochs else (config.rounds or 1)
+        epochs = config.epochs if config.epochs else float(rounds)
+    else:
+        epochs = None
+        if config.rounds is not None:
+            rounds = config.rounds
+        elif config.epochs is not None:
+            # Rounds that show each training sample about `epochs` times across the fleet.
+            per_round = clients_per_round(num_clients, config.client_fraction) * config.batch_size
+            rounds = max(1, math.ceil(config.epochs * num_train / (per_round * config.local_steps)))
+        else:
+            rounds = DEFAULT_FL_ROUNDS
+    return TrainingPlan(
+        rounds=rounds,
+        epochs=epochs,
+        local_steps=config.local_steps,
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        lr_schedule=config.lr_schedule,
+        client_fraction=config.client_fraction,
+        aggregate_every=config.aggregate_every,
+        eval_every=config.eval_every,
+        target_accuracy=config.target_accuracy,
+        seed=config.seed,
+    )
+
+
+def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = None) -> PreparedRun:
+    """Everything a scheme needs, with every input checked before any training starts."""
+    if config.scheme not in SCHEMES:
+        raise ConfigError(f"scheme: unknown scheme {config.scheme!r}; expected one of: {', '.join(SCHEMES)}")
+    fleet = _fleet_for(config)
+    dataset = load_dataset(
+        config.dataset,
+        config.data_dir,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        seed=config.seed,
+    )
+    train = limit(dataset.train, config.max_train_samples, config.seed)
+    test = limit(dataset.test, config.max_eval_samples, config.seed)
+    source = resolve_model(config.model)
+    tokenizer = load_tokenizer(source)
+    new_model: Callable[[], PreTrainedModel] = partial(
+        load_task_model,
+        source.path,
+        Task.CLASSIFICATION,
+        num_labels=dataset.num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        seed=config.seed,
+    )
+    probe = new_model()
+    num_layers = int(probe.config.num_hidden_layers)
+    del probe
+    _check_cuts(fleet, num_layers)
+    devices = fleet.devices
+    parts = partition(config.partition, train.labels, train.groups, len(devices), config.seed)
+    shares = client_test_shares(
+        train.labels,
+        parts,
+        test.labels,
+        config.seed,
+        test_groups=test.groups,
+        natural=config.partition == "natural",
+        train_groups=train.groups,
+    )
+    batches = BatchSource(tokenizer, config.max_length, config.batch_size)
+    evaluator = Evaluator(
+        batches.batcher(test),
+        {d.id: share for d, share in zip(devices, shares, strict=True)},
+        dataset.num_labels,
+        config.eval_batch_size,
+    )
+    clients = [ClientData(d.id, d, subset(train, part)) for d, part in zip(devices, parts, strict=True)]
+    setup = RunSetup(
+        plan=_plan(config, len(train), len(devices)),
+        task=Task.CLASSIFICATION,
+        lora=LoraSpec(
+            rank=config.lora.rank,
+            alpha=config.lora.alpha,
+            dropout=config.lora.dropout,
+            targets=tuple(config.lora.targets) if config.lora.targets else None,
+        ),
+        num_labels=dataset.num_labels,
+        new_model=new_model,
+        train=train,
+        clients=clients,
+        server=fleet.server,
+        batches=batches,
+        evaluator=evaluator,
+        on_round=on_round or (lambda record: None),
+    )
+    trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
+    return PreparedRun(config, fleet, trimmed, setup, source, num_layers)
+
+
+def execute(prepared: PreparedRun) -> SchemeResult:
+    # The application (not library code) fixes torch's global RNG: dropout draws from it.
+    torch.manual_seed(prepared.config.seed)
+    scheme = SCHEMES.get(prepared.config.scheme)
+    return scheme(prepared.setup)

@@ -1,0 +1,1 @@
+"""How messages move and how time and memory are measured."""

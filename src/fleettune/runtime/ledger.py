@@ -1,0 +1,43 @@
+"""Ledgers of bytes moved and energy spent, per party."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrafficLedger:
+    """Encoded payload bytes per client, up (client to server) and down."""
+
+    uplink: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    downlink: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def up(self, client: str, payload: bytes) -> None:
+        self.uplink[client] += len(payload)
+
+    def down(self, client: str, payload: bytes) -> None:
+        self.downlink[client] += len(payload)
+
+    def total_uplink(self) -> int:
+        return sum(self.uplink.values())
+
+    def total_downlink(self) -> int:
+        return sum(self.downlink.values())
+
+    def per_client(self, clients: list[str]) -> dict[str, dict[str, int]]:
+        return {c: {"uplink": self.uplink.get(c, 0), "downlink": self.downlink.get(c, 0)} for c in clients}
+
+
+@dataclass
+class EnergyLedger:
+    """Joules per party: power (W) times busy seconds."""
+
+    server_j: float = 0.0
+    clients_j: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def server_busy(self, power_w: float, seconds: float) -> None:
+        self.server_j += power_w * seconds
+
+    def client_busy(self, client: str, power_w: float, seconds: float) -> None:
+        self.clients_j[client] += power_w * seconds

@@ -1,0 +1,89 @@
+"""What every scheme receives (the run set-up) and returns (its result), and the scheme registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from transformers import PreTrainedModel
+
+from fleettune.data import Split
+from fleettune.fleet import Device, Hardware
+from fleettune.models.lora import LoraSpec
+from fleettune.models.stages import Task
+from fleettune.registry import Registry
+from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
+from fleettune.runtime.memory import MemoryBreakdown
+from fleettune.runtime.progress import RoundRecord
+from fleettune.schemes.batching import BatchSource
+from fleettune.schemes.evaluator import EvalResult, Evaluator
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How long and how hard to train: explicit numbers, resolved from the config by the runner."""
+
+    rounds: int
+    epochs: float | None
+    local_steps: int
+    local_epochs: float | None
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_schedule: str
+    client_fraction: float
+    aggregate_every: int
+    eval_every: int
+    target_accuracy: float | None
+    seed: int
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class ClientData:
+    id: str
+    device: Device
+    train: Split
+
+
+@dataclass
+class RunSetup:
+    plan: TrainingPlan
+    task: Task
+    lora: LoraSpec
+    num_labels: int
+    new_model: Callable[[], PreTrainedModel]  # a fresh pretrained task model (same head init each call)
+    train: Split
+    clients: list[ClientData]
+    server: Hardware
+    batches: BatchSource
+    evaluator: Evaluator
+    on_round: Callable[[RoundRecord], None] = field(default=lambda record: None)
+
+    def rng(self, *stream: int) -> np.random.Generator:
+        """An independent random stream per purpose, all derived from the run's seed."""
+        return np.random.default_rng([self.plan.seed, *stream])
+
+
+@dataclass
+class SchemeResult:
+    history: list[RoundRecord]
+    final: EvalResult
+    server_memory: MemoryBreakdown
+    client_memory: dict[str, MemoryBreakdown]
+    traffic: TrafficLedger
+    energy: EnergyLedger
+    sim_time_s: float
+    parameters: int
+    trainable_parameters: int
+
+
+class Scheme(Protocol):
+    """A training scheme: the round structure that turns a set-up into a result."""
+
+    def __call__(self, setup: RunSetup) -> SchemeResult: ...
+
+
+SCHEMES: Registry[Scheme] = Registry("scheme")

@@ -1,0 +1,75 @@
+"""`central`: one LoRA model trained on all the training data at the server (the upper bound)."""
+
+from __future__ import annotations
+
+import time
+
+from fleettune.models.stages import full_model
+from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
+from fleettune.runtime.progress import RoundRecord
+from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
+from fleettune.schemes.local import train_local
+from fleettune.training import make_optimizer, trainable_parameters
+
+
+@SCHEMES.register("central")
+def run_central(setup: RunSetup) -> SchemeResult:
+    """A round is one pass over the training data (an epoch); `plan.epochs` (may be fractional:
+    the last round is then partial), else `plan.rounds` epochs."""
+    plan = setup.plan
+    model = full_model(setup.new_model(), setup.lora, setup.task)
+    optimizer = make_optimizer(trainable_parameters(model), plan.lr, plan.weight_decay)
+    steps_per_round = setup.batches.steps_per_epoch(setup.train)
+    epochs = plan.epochs if plan.epochs is not None else float(plan.rounds)
+    total_steps = max(1, round(epochs * steps_per_round))
+    rounds = -(-total_steps // steps_per_round)
+    stream = setup.batches.stream(setup.train, setup.rng(0))
+    energy = EnergyLedger()
+    history: list[RoundRecord] = []
+    memory = None
+    started = time.perf_counter()
+    sim_time = 0.0
+    result = None
+    for round_index in range(rounds):
+        run = train_local(
+            model,
+            stream,
+            min(steps_per_round, total_steps - round_index * steps_per_round),
+            lr=plan.lr,
+            weight_decay=plan.weight_decay,
+            schedule=plan.lr_schedule,
+            schedule_offset=round_index * steps_per_round,
+            schedule_total=total_steps,
+            max_grad_norm=plan.max_grad_norm,
+            received_bytes=0,
+            optimizer=optimizer,
+        )
+        sim_time += run.busy_s
+        energy.server_busy(setup.server.power_w, run.busy_s)
+        memory = run.memory if memory is None else memory.peak_with(run.memory)
+        last = round_index == rounds - 1
+        result = setup.evaluator(model.logits) if last or (round_index + 1) % plan.eval_every == 0 else None
+        record = RoundRecord(
+            round=round_index + 1,
+            sim_time_s=sim_time,
+            wall_time_s=time.perf_counter() - started,
+            train_loss=run.mean_loss,
+            accuracy=result.scores.accuracy if result else None,
+            macro_f1=result.scores.macro_f1 if result else None,
+        )
+        history.append(record)
+        setup.on_round(record)
+    assert result is not None and memory is not None
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in trainable_parameters(model))
+    return SchemeResult(
+        history=history,
+        final=result,
+        server_memory=memory,
+        client_memory={},
+        traffic=TrafficLedger(),
+        energy=energy,
+        sim_time_s=sim_time,
+        parameters=parameters,
+        trainable_parameters=trainable,
+    )

@@ -1,0 +1,111 @@
+"""`fl`: FedAvg over LoRA adapters; every client holds the whole model and trains locally."""
+
+from __future__ import annotations
+
+import time
+
+from fleettune.aggregation import fedavg, sample_weights
+from fleettune.codec import decode_state, encode_state
+from fleettune.models.adapters import read_adapter, write_adapter
+from fleettune.models.stages import full_model
+from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
+from fleettune.runtime.memory import MemoryBreakdown
+from fleettune.runtime.progress import RoundRecord
+from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
+from fleettune.schemes.local import train_local
+from fleettune.training import trainable_parameters
+
+
+def clients_per_round(total: int, fraction: float) -> int:
+    return max(1, round(total * fraction))
+
+
+@SCHEMES.register("fl")
+def run_fl(setup: RunSetup) -> SchemeResult:
+    """Each round: the sampled clients download the global adapter, train `local_steps` (or
+    `local_epochs` of their data), upload their adapter; the server averages them weighted by
+    sample counts. One model object plays every client in turn (their weights are identical)."""
+    plan = setup.plan
+    model = full_model(setup.new_model(), setup.lora, setup.task)
+    global_state = read_adapter(model.peft)
+    streams = {c.id: setup.batches.stream(c.train, setup.rng(1, i)) for i, c in enumerate(setup.clients)}
+    sampler = setup.rng(2)
+    per_round = clients_per_round(len(setup.clients), plan.client_fraction)
+    traffic, energy = TrafficLedger(), EnergyLedger()
+    client_memory: dict[str, MemoryBreakdown] = {}
+    server_memory = MemoryBreakdown()
+    history: list[RoundRecord] = []
+    started = time.perf_counter()
+    sim_time = 0.0
+    result = None
+    for round_index in range(plan.rounds):
+        chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
+        downlink = encode_state(global_state)
+        payloads: list[bytes] = []
+        counts: list[int] = []
+        losses: list[float] = []
+        slowest = 0.0
+        for index in chosen:
+            client = setup.clients[index]
+            traffic.down(client.id, downlink)
+            write_adapter(model.peft, decode_state(downlink))
+            steps = plan.local_steps
+            if plan.local_epochs is not None:
+                steps = max(1, round(plan.local_epochs * setup.batches.steps_per_epoch(client.train)))
+            run = train_local(
+                model,
+                streams[client.id],
+                steps,
+                lr=plan.lr,
+                weight_decay=plan.weight_decay,
+                schedule=plan.lr_schedule,
+                schedule_offset=round_index,
+                schedule_total=plan.rounds,
+                max_grad_norm=plan.max_grad_norm,
+                received_bytes=len(downlink),
+            )
+            upload = encode_state(read_adapter(model.peft))
+            traffic.up(client.id, upload)
+            payloads.append(upload)
+            counts.append(len(client.train))
+            losses.append(run.mean_loss)
+            energy.client_busy(client.id, client.device.hardware.power_w, run.busy_s)
+            previous = client_memory.get(client.id)
+            client_memory[client.id] = run.memory if previous is None else previous.peak_with(run.memory)
+            slowest = max(slowest, run.busy_s)
+        aggregation_started = time.perf_counter()
+        global_state = fedavg([decode_state(p) for p in payloads], sample_weights(counts))
+        aggregation_s = time.perf_counter() - aggregation_started
+        energy.server_busy(setup.server.power_w, aggregation_s)
+        held = len(encode_state(global_state))
+        server_memory = server_memory.peak_with(MemoryBreakdown(trainable=held, received=sum(len(p) for p in payloads)))
+        # Clients train in parallel: the round lasts as long as its slowest client, then aggregation.
+        sim_time += slowest + aggregation_s
+        last = round_index == plan.rounds - 1
+        result = None
+        if last or (round_index + 1) % plan.eval_every == 0:
+            write_adapter(model.peft, global_state)
+            result = setup.evaluator(model.logits)
+        weights = sample_weights(counts)
+        record = RoundRecord(
+            round=round_index + 1,
+            sim_time_s=sim_time,
+            wall_time_s=time.perf_counter() - started,
+            train_loss=sum(w * loss for w, loss in zip(weights, losses, strict=True)),
+            accuracy=result.scores.accuracy if result else None,
+            macro_f1=result.scores.macro_f1 if result else None,
+        )
+        history.append(record)
+        setup.on_round(record)
+    assert result is not None
+    return SchemeResult(
+        history=history,
+        final=result,
+        server_memory=server_memory,
+        client_memory=client_memory,
+        traffic=traffic,
+        energy=energy,
+        sim_time_s=sim_time,
+        parameters=sum(p.numel() for p in model.parameters()),
+        trainable_parameters=sum(p.numel() for p in trainable_parameters(model)),
+    )

@@ -1,0 +1,59 @@
+"""A party training its own whole model for some steps, with its footprint measured."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from fleettune.data import Batch
+from fleettune.models.stages import FullModel
+from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
+from fleettune.training import backward_step, lr_factor, make_optimizer, set_lr, trainable_parameters
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    mean_loss: float
+    steps: int
+    samples: int
+    busy_s: float
+    memory: MemoryBreakdown
+
+
+def train_local(
+    model: FullModel,
+    batches: Iterator[Batch],
+    steps: int,
+    *,
+    lr: float,
+    weight_decay: float,
+    schedule: str,
+    schedule_offset: int,
+    schedule_total: int,
+    max_grad_norm: float | None,
+    received_bytes: int,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> LocalRun:
+    """`steps` optimizer steps on `batches`; the learning rate follows the run-wide schedule from
+    `schedule_offset`. A fresh AdamW is made unless one is passed in."""
+    model.train()
+    optimizer = optimizer or make_optimizer(trainable_parameters(model), lr, weight_decay)
+    meter = ActivationMeter()
+    losses: list[float] = []
+    samples = 0
+    started = time.perf_counter()
+    for step in range(steps):
+        batch = next(batches)
+        set_lr(optimizer, lr, lr_factor(schedule, schedule_offset + step, schedule_total))
+        with meter.track(weights=model.parameters()):
+            out = model(batch.input_ids, batch.attention_mask, batch.labels)
+        backward_step(out.loss, optimizer, max_grad_norm)
+        losses.append(float(out.loss.detach()))
+        samples += len(batch)
+    busy = time.perf_counter() - started
+    model.eval()
+    memory = measure(model, optimizer, meter.peak, received_bytes)
+    return LocalRun(sum(losses) / max(1, len(losses)), steps, samples, busy, memory)

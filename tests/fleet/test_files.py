@@ -1,0 +1,72 @@
+"""Fleet files: the shipped paper6 fleet, custom profiles, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleettune.errors import FleetError
+from fleettune.fleet import CATALOG, load_fleet, shipped_fleets
+
+
+def test_paper6_is_the_case_study() -> None:
+    fleet = load_fleet("paper6")
+    assert "paper6" in shipped_fleets()
+    assert [d.cut_layer for d in fleet.devices] == [1, 1, 2, 2, 3, 3]
+    assert [d.hardware.tflops for d in fleet.devices] == [0.472, 1.33, 1.689, 2.774, 2.147, 3.533]
+    assert all(d.link.uplink_mbps == 100 and d.link.downlink_mbps == 100 for d in fleet.devices)
+    assert fleet.server.tflops == 52.2
+
+
+def test_catalogue_has_common_iot_devices() -> None:
+    for kind in ("raspberry-pi-4", "raspberry-pi-5", "jetson-orin-nano", "midrange-phone"):
+        assert kind in CATALOG
+
+
+def test_custom_device_numbers_override_the_catalogue(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'name = "mine"\n[server]\ntflops = 10\nmemory_gib = 8\npower_w = 100\n'
+        '[[device]]\nid = "pi"\nkind = "raspberry-pi-5"\nmemory_gib = 4\ncut_layer = "auto"\n'
+    )
+    fleet = load_fleet(str(path))
+    assert fleet.server.tflops == 10
+    assert fleet.devices[0].hardware.memory_gib == 4 and fleet.devices[0].hardware.tflops == 0.031
+    assert fleet.devices[0].cut_layer == "auto"
+
+
+def test_resized_fleet_cycles_devices_with_unique_ids() -> None:
+    fleet = load_fleet("paper6").resized(8)
+    ids = [d.id for d in fleet.devices]
+    assert len(set(ids)) == 8 and fleet.devices[6].hardware.kind == "jetson-nano"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('name = "x"\n[server]\nkind = "rtx-4080-super"\n', "device"),
+        ('name = "x"\n[server]\nkind = "toaster"\n[[device]]\nid = "a"\nkind = "jetson-nano"\n', "toaster"),
+        (
+            'name = "x"\n[server]\nkind = "rtx-4080-super"\n'
+            '[[device]]\nid = "a"\nkind = "jetson-nano"\ncut_layer = 0\n',
+            "cut_layer",
+        ),
+        (
+            'name = "x"\n[server]\nkind = "rtx-4080-super"\n[[device]]\nid = "a"\nkind = "jetson-nano"\n'
+            '[[device]]\nid = "a"\nkind = "jetson-nano"\n',
+            "unique",
+        ),
+    ],
+)
+def test_bad_fleet_files_are_one_line_errors(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(FleetError, match=message) as info:
+        load_fleet(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_fleet_name() -> None:
+    with pytest.raises(FleetError, match="paper6"):
+        load_fleet("nowhere")

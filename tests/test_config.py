@@ -1,0 +1,54 @@
+"""Config layering (defaults < file < flags < --set) and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleettune.config import build_config, parse_value
+from fleettune.errors import ConfigError
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    file = tmp_path / "run.toml"
+    file.write_text('scheme = "central"\nrounds = 3\nlr = 0.01\n[lora]\nrank = 4\n')
+    config = build_config(file, {"rounds": 5, "lr": None}, ["lora.rank=8", "partition=dirichlet:0.3"])
+    assert (config.scheme, config.rounds, config.lr, config.lora.rank) == ("central", 5, 0.01, 8)
+    assert config.partition == "dirichlet:0.3"
+
+
+def test_defaults_are_the_embedded_run() -> None:
+    config = build_config()
+    assert (config.model, config.dataset, config.fleet) == ("minilm", "bbc-news", "paper6")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["nonsense=1"], "nonsense"),
+        (["lora.rank=0"], "lora.rank"),
+        (["partition=dirichlet"], "partition"),
+        (["partition=dirichlet:0"], "partition"),
+        (["batch_size=many"], "batch_size"),
+        (["rounds=2", "epochs=1"], "rounds or epochs"),
+    ],
+)
+def test_bad_values_name_the_field(overrides: list[str], field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        build_config(overrides=overrides)
+
+
+def test_missing_or_broken_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("scheme = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        build_config(broken)
+
+
+def test_set_values_parse_like_toml() -> None:
+    assert parse_value("3") == 3 and parse_value("1e-3") == 0.001 and parse_value("true") is True
+    assert parse_value('["q", "v"]') == ["q", "v"]
+    assert parse_value("iid") == "iid"
