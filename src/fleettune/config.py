@@ -33,7 +33,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    scheme: str = "fl"
+    scheme: str = "mesfl"
     model: str = "minilm"
     task: Literal["classification"] = "classification"
     dataset: str = "bbc-news"
@@ -47,7 +47,7 @@ class RunConfig(BaseModel):
     partition: str = "iid"
     rounds: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)
-    local_steps: int = Field(10, ge=1)
+    local_steps: int | None = Field(None, ge=1)  # None: 10 for fl, 1 for the split schemes
     local_epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
@@ -56,9 +56,13 @@ class RunConfig(BaseModel):
     lr_schedule: Literal["constant", "onecycle"] = "onecycle"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     max_length: int = Field(128, ge=2)
+    padding: Literal["longest", "max_length"] = "longest"  # max_length: fixed-size batches and cut tensors
     aggregate_every: int = Field(1, ge=1)
-    scheduler: str = "fifo"
+    scheduler: str = "schrage"
+    cluster_size: int = Field(3, ge=1)
+    switch_ms: float | None = Field(None, ge=0)  # mesfl adapter switch cost; None: measured at start
     target_accuracy: float | None = Field(None, gt=0, le=1)
+    stop_at_target: bool = False
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     eval_every: int = Field(1, ge=1)

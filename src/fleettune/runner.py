@@ -12,19 +12,23 @@ from transformers import PreTrainedModel
 
 from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
-from fleettune.errors import ConfigError, FleetError
+from fleettune.errors import ConfigError, FleetError, InputError
 from fleettune.fleet import Fleet, load_fleet
+from fleettune.fleet.feasibility import ClientMemoryModel, resolve_cuts
 from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, check_cut
 from fleettune.runtime.progress import RoundRecord
+from fleettune.scheduling import SCHEDULERS
 from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, TrainingPlan
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import Evaluator
 from fleettune.schemes.fl import clients_per_round
 
 DEFAULT_FL_ROUNDS = 20
+FL_LOCAL_STEPS = 10
+SPLIT_SCHEMES = ("sl", "cpsl", "splitfed", "mesfl")
 
 
 @dataclass
@@ -46,21 +50,23 @@ def _fleet_for(config: RunConfig) -> Fleet:
     return fleet
 
 
-def _check_cuts(fleet: Fleet, num_layers: int) -> None:
-    for device in fleet.devices:
-        if isinstance(device.cut_layer, int):
-            try:
-                check_cut(device.cut_layer, num_layers)
-            except Exception as exc:
-                raise FleetError(f"fleet {fleet.name}: device {device.id}: {exc}") from None
-        else:
-            raise FleetError(
-                f"fleet {fleet.name}: device {device.id}: cut_layer 'auto' needs the planner, "
-                "which this version does not have; give an integer cut"
-            )
+def _resolve_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[int], int] | None) -> Fleet:
+    """Integer cuts checked against the model's depth (and, given a memory model, each device's
+    memory); "auto" becomes the deepest cut that fits."""
+    if memory_of_cut is None:
+        for device in fleet.devices:
+            if isinstance(device.cut_layer, int):
+                try:
+                    check_cut(device.cut_layer, num_layers)
+                except InputError as exc:
+                    raise FleetError(f"fleet {fleet.name}: device {device.id}: {exc}") from None
+        return fleet
+    cuts = resolve_cuts(fleet.devices, num_layers, memory_of_cut)
+    return replace(fleet, devices=tuple(replace(d, cut_layer=c) for d, c in zip(fleet.devices, cuts, strict=True)))
 
 
 def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
+    local_steps = config.local_steps or (FL_LOCAL_STEPS if config.scheme == "fl" else 1)
     if config.scheme == "central":
         rounds = math.ceil(config.epochs) if config.epochs else (config.rounds or 1)
         epochs = config.epochs if config.epochs else float(rounds)
@@ -71,13 +77,16 @@ def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
         elif config.epochs is not None:
             # Rounds that show each training sample about `epochs` times across the fleet.
             per_round = clients_per_round(num_clients, config.client_fraction) * config.batch_size
-            rounds = max(1, math.ceil(config.epochs * num_train / (per_round * config.local_steps)))
-        else:
+            rounds = max(1, math.ceil(config.epochs * num_train / (per_round * local_steps)))
+        elif config.scheme == "fl":
             rounds = DEFAULT_FL_ROUNDS
+        else:
+            # One epoch: every client trains on one batch per round.
+            rounds = max(1, math.ceil(num_train / (num_clients * config.batch_size * local_steps)))
     return TrainingPlan(
         rounds=rounds,
         epochs=epochs,
-        local_steps=config.local_steps,
+        local_steps=local_steps,
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -87,6 +96,7 @@ def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
         aggregate_every=config.aggregate_every,
         eval_every=config.eval_every,
         target_accuracy=config.target_accuracy,
+        stop_at_target=config.stop_at_target,
         seed=config.seed,
     )
 
@@ -95,6 +105,8 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     """Everything a scheme needs, with every input checked before any training starts."""
     if config.scheme not in SCHEMES:
         raise ConfigError(f"scheme: unknown scheme {config.scheme!r}; expected one of: {', '.join(SCHEMES)}")
+    if config.scheduler not in SCHEDULERS:
+        raise ConfigError(f"scheduler: unknown policy {config.scheduler!r}; expected one of: {', '.join(SCHEDULERS)}")
     fleet = _fleet_for(config)
     dataset = load_dataset(
         config.dataset,
@@ -118,7 +130,15 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     probe = new_model()
     num_layers = int(probe.config.num_hidden_layers)
     del probe
-    _check_cuts(fleet, num_layers)
+    lora = LoraSpec(
+        rank=config.lora.rank,
+        alpha=config.lora.alpha,
+        dropout=config.lora.dropout,
+        targets=tuple(config.lora.targets) if config.lora.targets else None,
+    )
+    needs_memory = config.scheme in SPLIT_SCHEMES or any(d.cut_layer == "auto" for d in fleet.devices)
+    memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION) if needs_memory else None
+    fleet = _resolve_cuts(fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None)
     devices = fleet.devices
     parts = partition(config.partition, train.labels, train.groups, len(devices), config.seed)
     shares = client_test_shares(
@@ -130,9 +150,9 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         natural=config.partition == "natural",
         train_groups=train.groups,
     )
-    batches = BatchSource(tokenizer, config.max_length, config.batch_size)
+    batches = BatchSource(tokenizer, config.max_length, config.batch_size, config.padding == "max_length")
     evaluator = Evaluator(
-        batches.batcher(test),
+        batches.batcher(test, training=False),
         {d.id: share for d, share in zip(devices, shares, strict=True)},
         dataset.num_labels,
         config.eval_batch_size,
@@ -141,12 +161,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     setup = RunSetup(
         plan=_plan(config, len(train), len(devices)),
         task=Task.CLASSIFICATION,
-        lora=LoraSpec(
-            rank=config.lora.rank,
-            alpha=config.lora.alpha,
-            dropout=config.lora.dropout,
-            targets=tuple(config.lora.targets) if config.lora.targets else None,
-        ),
+        lora=lora,
         num_labels=dataset.num_labels,
         new_model=new_model,
         train=train,
@@ -155,6 +170,9 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         batches=batches,
         evaluator=evaluator,
         on_round=on_round or (lambda record: None),
+        scheduler=config.scheduler,
+        cluster_size=config.cluster_size,
+        switch_s=None if config.switch_ms is None else config.switch_ms / 1000,
     )
     trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
     return PreparedRun(config, fleet, trimmed, setup, source, num_layers)

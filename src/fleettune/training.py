@@ -19,7 +19,7 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: floa
     return torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
 
 
-def lr_factor(schedule: str, step: int, total_steps: int, warmup_fraction: float = 0.1) -> float:
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_fraction: float = 0.3) -> float:
     """Multiplier of the base rate at `step` (0-based): constant, or linear warm-up then cosine decay."""
     if schedule == "constant" or total_steps <= 1:
         return 1.0
@@ -46,7 +46,7 @@ def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_grad
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=False)  # keep gradient buffers: they are part of the footprint
+    optimizer.zero_grad(set_to_none=True)
 
 
 def metered_loss(meter: ActivationMeter, compute: object) -> torch.Tensor:

@@ -86,3 +86,14 @@ def test_shuffle_without_rng_is_refused(minilm_tokenizer: Any) -> None:
 def test_num_tokens_counts_unpadded_tokens() -> None:
     batch = Batch(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [1, 1, 1]]), torch.tensor([0, 1]))
     assert batch.num_tokens == 5
+
+
+def test_pad_to_max_length_gives_fixed_size_batches(minilm_tokenizer) -> None:
+    from fleettune.data import Batcher
+
+    batcher = Batcher(
+        minilm_tokenizer, ["short", "a somewhat longer sentence here"], [0, 1], 16, pad_to_max_length=True
+    )
+    batch = next(batcher.batches(2, shuffle=False, rng=None))
+    assert batch.input_ids.shape == (2, 16)
+    assert batch.attention_mask.sum(dim=1).tolist()[0] < 16

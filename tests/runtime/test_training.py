@@ -10,11 +10,11 @@ from fleettune.training import lr_factor
 
 
 def test_onecycle_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
-    total = 100  # 10 warm-up steps
-    assert lr_factor("onecycle", 0, total) == pytest.approx(0.1)
-    assert lr_factor("onecycle", 9, total) == pytest.approx(1.0)
-    assert lr_factor("onecycle", 10, total) == pytest.approx(1.0)
-    assert lr_factor("onecycle", 55, total) == pytest.approx(0.5)
+    total = 100  # 30 warm-up steps
+    assert lr_factor("onecycle", 0, total) == pytest.approx(1 / 30)
+    assert lr_factor("onecycle", 29, total) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 30, total) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 65, total) == pytest.approx(0.5)
     assert lr_factor("onecycle", 100, total) == pytest.approx(0.0)
     assert lr_factor("constant", 55, total) == 1.0
 

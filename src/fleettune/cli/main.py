@@ -33,8 +33,13 @@ def _register() -> None:
     if app.registered_commands:
         return
     from fleettune.cli.run import run
+    from fleettune.cli.schedule import schedule
 
     app.command("run")(run)
+    app.command(
+        "compare", help="Run several schemes on identical settings; write their reports, comparison.json and plots."
+    )(run)
+    app.command("schedule")(schedule)
 
 
 def _fail(message: str, code: int) -> None:

@@ -1,4 +1,4 @@
-"""`fleettune run`: one training run, a progress bar, a summary table and report.json."""
+"""`fleettune run` and `fleettune compare`: training runs with a progress bar, summary and reports."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from fleettune.config import build_config, resolved_dict
+from fleettune.config import RunConfig, build_config, resolved_dict
+from fleettune.errors import ConfigError
 from fleettune.report import build_report, write_report
+from fleettune.report.comparison import comparison
+from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
 from fleettune.report.summary import print_summary
 from fleettune.runner import execute, prepare
 from fleettune.runtime.progress import RoundRecord
@@ -21,7 +25,11 @@ Opt = typer.Option
 
 
 def run(
+    ctx: typer.Context,
     out: Annotated[Path, Opt("--out", help="Directory for report.json and the resolved config.")],
+    schemes: Annotated[
+        str | None, Opt(help="compare: comma-separated schemes to run on identical settings (e.g. sl,mesfl).")
+    ] = None,
     config: Annotated[Path | None, Opt("--config", help="A TOML config file.")] = None,
     scheme: Annotated[str | None, Opt(help="central, fl (more to come: sl, cpsl, splitfed, mesfl).")] = None,
     model: Annotated[str | None, Opt(help="Catalogue name (minilm, mpnet-base, smollm2-135m) or folder.")] = None,
@@ -72,7 +80,21 @@ def run(
         "cut_layer": cut_layer,
         "seed": seed,
     }
-    resolved = build_config(config, flags, overrides)
+    if ctx.info_name == "compare":
+        names = [n.strip() for n in (schemes or "").split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--schemes: expected a comma-separated list such as sl,cpsl,splitfed,mesfl")
+        compare_schemes(names, config, flags, overrides, out)
+        return
+    if schemes is not None:
+        raise ConfigError("--schemes belongs to `fleettune compare`; `run` takes --scheme")
+    report = train_one(build_config(config, flags, overrides), out)
+    print_summary(report, Console())
+    Console().print(f"report: {out / 'report.json'}")
+
+
+def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
+    """Prepare (checking every input first), train with a progress bar, write report and config."""
     console = Console(stderr=True)
     started = time.perf_counter()
     columns = (
@@ -96,6 +118,35 @@ def run(
     report = build_report(prepared, result, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(resolved_dict(resolved), indent=2) + "\n")
-    path = write_report(report, out)
-    print_summary(report, Console())
-    Console().print(f"report: {path}")
+    write_report(report, out)
+    return report
+
+
+def compare_schemes(
+    names: list[str], config: Path | None, flags: dict[str, Any], overrides: list[str] | None, out: Path
+) -> None:
+    """Each scheme on the same model, data, partition, fleet and seed; then comparison.json and plots."""
+    configs = {name: build_config(config, {**flags, "scheme": name}, overrides) for name in names}
+    reports = {}
+    for name, resolved in configs.items():
+        reports[name] = train_one(resolved, out / name)
+    write_report(comparison(reports), out, "comparison.json")
+    target = next(iter(configs.values())).target_accuracy
+    memory_bars(reports, out / "memory.png")
+    accuracy_over_time(reports, target, out / "accuracy_time.png")
+    if "mesfl" in reports and reports["mesfl"]["timeline"]:
+        round_gantt(reports["mesfl"]["timeline"], 0, "mesfl: one round", out / "mesfl_round.png")
+    table = Table(title="comparison")
+    for column in ("scheme", "accuracy", "virtual time (s)", "time to target (s)", "server peak (MiB)"):
+        table.add_column(column, justify="left" if column == "scheme" else "right")
+    for name, numbers in comparison(reports).items():
+        reached = numbers["time_to_target_s"]
+        table.add_row(
+            name,
+            f"{numbers['accuracy']:.4f}",
+            f"{numbers['sim_time_s']:.1f}",
+            "-" if reached is None else f"{reached:.1f}",
+            f"{numbers['server_peak_bytes'] / 2**20:.1f}",
+        )
+    Console().print(table)
+    Console().print(f"reports: {out}")

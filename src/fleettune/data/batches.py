@@ -45,6 +45,7 @@ class Batcher:
         texts: Sequence[str],
         labels: Sequence[int],
         max_length: int,
+        pad_to_max_length: bool = False,
     ) -> None:
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
@@ -53,6 +54,8 @@ class Batcher:
                 raise ModelError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
+        # Padding every batch to max_length reproduces set-ups that send fixed-size cut tensors.
+        self.pad_to = max_length if pad_to_max_length else None
         encoded = tokenizer(
             list(texts), truncation=True, max_length=max_length, padding=False, return_attention_mask=False
         )
@@ -86,7 +89,8 @@ class Batcher:
             rows = order[start : start + batch_size]
             padded = self.tokenizer.pad(
                 {"input_ids": [self.input_ids[i] for i in rows]},
-                padding="longest",
+                padding="max_length" if self.pad_to else "longest",
+                max_length=self.pad_to,
                 padding_side="right",
                 return_attention_mask=True,
                 return_tensors="pt",

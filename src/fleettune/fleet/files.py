@@ -106,7 +106,11 @@ def shipped_fleets() -> list[str]:
 
 
 def load_fleet(name_or_path: str) -> Fleet:
-    """A shipped fleet by name, or a TOML fleet file."""
+    """A shipped fleet by name, a generated one (`gen:N` or `gen:N:SEED`), or a TOML fleet file."""
+    from fleettune.fleet.generate import parse_generated  # local: generate imports this module
+
+    if (generated := parse_generated(name_or_path)) is not None:
+        return generated
     if name_or_path in shipped_fleets():
         text = (resources.files("fleettune.fleet") / "fleets" / f"{name_or_path}.toml").read_text()
         return parse_fleet(tomllib.loads(text), name_or_path)

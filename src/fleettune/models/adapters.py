@@ -47,9 +47,12 @@ def _renumber(key: str, pattern: re.Pattern[str], shift: int) -> str:
     return f"{key[:start]}{int(match.group(1)) + shift}{key[end:]}"
 
 
-def split_adapter(full: AdapterState, layout: StackLayout, cut: int) -> tuple[AdapterState, AdapterState]:
-    """Client part (embeddings-side and layers < cut) and server part (layers >= cut, renumbered
-    from 0 as the server stage numbers them, plus heads)."""
+def split_adapter(
+    full: AdapterState, layout: StackLayout, cut: int, server_first: int | None = None
+) -> tuple[AdapterState, AdapterState]:
+    """Client part (embeddings-side and layers < cut) and server part (layers >= cut plus heads,
+    renumbered as a server stage whose first layer is `server_first` numbers them; default `cut`)."""
+    first = cut if server_first is None else server_first
     pattern = _layer_pattern(layout)
     client: AdapterState = {}
     server: AdapterState = {}
@@ -60,7 +63,7 @@ def split_adapter(full: AdapterState, layout: StackLayout, cut: int) -> tuple[Ad
             if index < cut:
                 client[key] = value
             else:
-                server[_renumber(key, pattern, -cut)] = value
+                server[_renumber(key, pattern, -first)] = value
         elif key.startswith(layout.embeddings + "."):
             client[key] = value
         else:
@@ -68,8 +71,11 @@ def split_adapter(full: AdapterState, layout: StackLayout, cut: int) -> tuple[Ad
     return client, server
 
 
-def join_adapter(client: AdapterState, server: AdapterState, layout: StackLayout, cut: int) -> AdapterState:
+def join_adapter(
+    client: AdapterState, server: AdapterState, layout: StackLayout, cut: int, server_first: int | None = None
+) -> AdapterState:
     """The full adapter whose split at `cut` is (client, server): the exact inverse of split_adapter."""
+    first = cut if server_first is None else server_first
     pattern = _layer_pattern(layout)
     full: AdapterState = dict(client)
     for key in client:
@@ -77,7 +83,7 @@ def join_adapter(client: AdapterState, server: AdapterState, layout: StackLayout
         if match is not None and int(match.group(1)) >= cut:
             raise ModelError(f"client adapter key {key} lies beyond its cut layer {cut}")
     for key, value in server.items():
-        full_key = _renumber(key, pattern, cut) if pattern.match(key) else key
+        full_key = _renumber(key, pattern, first) if pattern.match(key) else key
         if full_key in full:
             raise ModelError(f"adapter key {full_key} is in both the client and the server part")
         full[full_key] = value

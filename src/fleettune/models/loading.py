@@ -30,6 +30,8 @@ def load_task_model(
         if not num_labels or num_labels < 2:
             raise ModelError(f"classification needs at least 2 labels, got {num_labels}")
         config.num_labels = num_labels
+        # A folder fine-tuned for other labels keeps its backbone and gets a new head.
+        kwargs["ignore_mismatched_sizes"] = True
         auto = AutoModelForSequenceClassification
     else:
         auto = AutoModelForCausalLM

@@ -58,11 +58,17 @@ def resolve_targets(layer: nn.Module, requested: Sequence[str] | None) -> tuple[
 
 
 def lora_config(
-    spec: LoraSpec, layout: StackLayout, targets: Sequence[str], trainable_heads: Sequence[str]
+    spec: LoraSpec,
+    layout: StackLayout,
+    targets: Sequence[str],
+    trainable_heads: Sequence[str],
+    layers: Sequence[int] | None = None,
 ) -> LoraConfig:
-    """A PEFT config adapting `targets` inside the layer stack only (never the head's own linears)."""
+    """A PEFT config adapting `targets` inside the layer stack only (never the head's own linears),
+    and only in the `layers` given (indices as the model numbers them; None: every layer)."""
     names = "|".join(re.escape(t) for t in targets)
-    pattern = rf"{re.escape(layout.layers)}\.\d+\.(?:.*\.)?(?:{names})"
+    indices = r"\d+" if layers is None else "(?:" + "|".join(str(i) for i in layers) + ")"
+    pattern = rf"{re.escape(layout.layers)}\.{indices}\.(?:.*\.)?(?:{names})"
     return LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,  # type: ignore[arg-type]  # PEFT accepts floats; its hint says int

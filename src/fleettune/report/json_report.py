@@ -87,9 +87,12 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
             "per_client": result.traffic.per_client(client_ids),
         },
         "energy_j": {"server": result.energy.server_j, "clients": dict(result.energy.clients_j)},
-        # Until the cost model lands, virtual time is measured compute time on this machine,
-        # with clients counted in parallel; energy is device power times that busy time.
-        "time_basis": "measured-compute",
+        # Virtual time and energy come from the cost model: FLOPs counted on the real computation
+        # over each party's TFLOPS, payload bytes over link rates; energy is power x busy time.
+        "time_basis": "cost-model",
+        "timeline": [
+            {**asdict(e), "activity": e.activity.value} for e in result.events
+        ],  # the first rounds' events (split schemes): who computes and transfers when
         "sim_time_s": result.sim_time_s,
         "wall_time_s": wall_time_s,
     }

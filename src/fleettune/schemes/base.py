@@ -14,6 +14,7 @@ from fleettune.fleet import Device, Hardware
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.registry import Registry
+from fleettune.runtime.events import Event
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
@@ -38,7 +39,13 @@ class TrainingPlan:
     eval_every: int
     target_accuracy: float | None
     seed: int
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = None  # split stages cannot clip a global norm without exchanging it
+    stop_at_target: bool = False  # end the run at the first evaluation that reaches target_accuracy
+
+    def reached(self, accuracy: float | None) -> bool:
+        if not self.stop_at_target or self.target_accuracy is None or accuracy is None:
+            return False
+        return accuracy >= self.target_accuracy
 
 
 @dataclass
@@ -61,6 +68,9 @@ class RunSetup:
     batches: BatchSource
     evaluator: Evaluator
     on_round: Callable[[RoundRecord], None] = field(default=lambda record: None)
+    scheduler: str = "schrage"  # server order policy of `mesfl`
+    cluster_size: int = 3  # clients per cluster in `cpsl`
+    switch_s: float | None = None  # adapter switch cost on the shared server; None: measured once
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""
@@ -78,6 +88,8 @@ class SchemeResult:
     sim_time_s: float
     parameters: int
     trainable_parameters: int
+    events: list[Event] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # mean training loss of every optimizer step
 
 
 class Scheme(Protocol):

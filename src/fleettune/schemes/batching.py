@@ -16,9 +16,11 @@ class BatchSource:
     tokenizer: PreTrainedTokenizerBase
     max_length: int
     batch_size: int
+    pad_to_max_length: bool = False  # training batches only; evaluation always pads to the longest
 
-    def batcher(self, split: Split) -> Batcher:
-        return Batcher(self.tokenizer, split.texts, split.labels, self.max_length)
+    def batcher(self, split: Split, training: bool = True) -> Batcher:
+        pad = self.pad_to_max_length and training
+        return Batcher(self.tokenizer, split.texts, split.labels, self.max_length, pad_to_max_length=pad)
 
     def stream(self, split: Split, rng: np.random.Generator) -> Iterator[Batch]:
         """Batches forever: each pass is a fresh permutation; a short final batch is kept."""

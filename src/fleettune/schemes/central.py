@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
-from fleettune.models.stages import full_model
+from fleettune.fleet.cost import compute_s
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.sim.flop_book import FlopBook
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.local import train_local
+from fleettune.schemes.seeding import seeded_full_model
 from fleettune.training import make_optimizer, trainable_parameters
 
 
@@ -17,19 +19,22 @@ def run_central(setup: RunSetup) -> SchemeResult:
     """A round is one pass over the training data (an epoch); `plan.epochs` (may be fractional:
     the last round is then partial), else `plan.rounds` epochs."""
     plan = setup.plan
-    model = full_model(setup.new_model(), setup.lora, setup.task)
+    model = seeded_full_model(setup)
     optimizer = make_optimizer(trainable_parameters(model), plan.lr, plan.weight_decay)
     steps_per_round = setup.batches.steps_per_epoch(setup.train)
     epochs = plan.epochs if plan.epochs is not None else float(plan.rounds)
     total_steps = max(1, round(epochs * steps_per_round))
     rounds = -(-total_steps // steps_per_round)
-    stream = setup.batches.stream(setup.train, setup.rng(0))
+    # The same stream a lone client 0 would draw: one-client split runs must see the same batches.
+    stream = setup.batches.stream(setup.train, setup.rng(1, 0))
     energy = EnergyLedger()
     history: list[RoundRecord] = []
     memory = None
     started = time.perf_counter()
     sim_time = 0.0
+    book = FlopBook()
     result = None
+    step_losses: list[float] = []
     for round_index in range(rounds):
         run = train_local(
             model,
@@ -43,9 +48,12 @@ def run_central(setup: RunSetup) -> SchemeResult:
             max_grad_norm=plan.max_grad_norm,
             received_bytes=0,
             optimizer=optimizer,
+            flop_book=book,
         )
-        sim_time += run.busy_s
-        energy.server_busy(setup.server.power_w, run.busy_s)
+        step_losses += run.losses
+        busy_s = compute_s(run.flops, setup.server)
+        sim_time += busy_s
+        energy.server_busy(setup.server.power_w, busy_s)
         memory = run.memory if memory is None else memory.peak_with(run.memory)
         last = round_index == rounds - 1
         result = setup.evaluator(model.logits) if last or (round_index + 1) % plan.eval_every == 0 else None
@@ -72,4 +80,5 @@ def run_central(setup: RunSetup) -> SchemeResult:
         sim_time_s=sim_time,
         parameters=parameters,
         trainable_parameters=trainable,
+        step_losses=step_losses,
     )

@@ -6,13 +6,15 @@ import time
 
 from fleettune.aggregation import fedavg, sample_weights
 from fleettune.codec import decode_state, encode_state
+from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.models.adapters import read_adapter, write_adapter
-from fleettune.models.stages import full_model
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.sim.flop_book import FlopBook
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.local import train_local
+from fleettune.schemes.seeding import seeded_full_model
 from fleettune.training import trainable_parameters
 
 
@@ -26,7 +28,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     `local_epochs` of their data), upload their adapter; the server averages them weighted by
     sample counts. One model object plays every client in turn (their weights are identical)."""
     plan = setup.plan
-    model = full_model(setup.new_model(), setup.lora, setup.task)
+    model = seeded_full_model(setup)
     global_state = read_adapter(model.peft)
     streams = {c.id: setup.batches.stream(c.train, setup.rng(1, i)) for i, c in enumerate(setup.clients)}
     sampler = setup.rng(2)
@@ -37,6 +39,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     history: list[RoundRecord] = []
     started = time.perf_counter()
     sim_time = 0.0
+    book = FlopBook()
     result = None
     for round_index in range(plan.rounds):
         chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
@@ -63,23 +66,31 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 schedule_total=plan.rounds,
                 max_grad_norm=plan.max_grad_norm,
                 received_bytes=len(downlink),
+                flop_book=book,
             )
             upload = encode_state(read_adapter(model.peft))
             traffic.up(client.id, upload)
             payloads.append(upload)
             counts.append(len(client.train))
             losses.append(run.mean_loss)
-            energy.client_busy(client.id, client.device.hardware.power_w, run.busy_s)
+            device = client.device
+            busy = (
+                downlink_s(device, len(downlink))
+                + compute_s(run.flops, device.hardware)
+                + uplink_s(device, len(upload))
+            )
+            energy.client_busy(client.id, device.hardware.power_w, busy)
             previous = client_memory.get(client.id)
             client_memory[client.id] = run.memory if previous is None else previous.peak_with(run.memory)
-            slowest = max(slowest, run.busy_s)
-        aggregation_started = time.perf_counter()
+            slowest = max(slowest, busy)
         global_state = fedavg([decode_state(p) for p in payloads], sample_weights(counts))
-        aggregation_s = time.perf_counter() - aggregation_started
+        # Averaging is priced like every other computation: 2 FLOPs per value per client.
+        aggregation_s = compute_s(2 * sum(t.numel() for t in global_state.values()) * len(payloads), setup.server)
         energy.server_busy(setup.server.power_w, aggregation_s)
         held = len(encode_state(global_state))
         server_memory = server_memory.peak_with(MemoryBreakdown(trainable=held, received=sum(len(p) for p in payloads)))
-        # Clients train in parallel: the round lasts as long as its slowest client, then aggregation.
+        # Clients download, train and upload in parallel: the round lasts as long as its slowest
+        # client, then the aggregation.
         sim_time += slowest + aggregation_s
         last = round_index == plan.rounds - 1
         result = None
@@ -97,6 +108,8 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         )
         history.append(record)
         setup.on_round(record)
+        if plan.reached(record.accuracy):
+            break
     assert result is not None
     return SchemeResult(
         history=history,

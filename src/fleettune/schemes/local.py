@@ -11,15 +11,18 @@ import torch
 from fleettune.data import Batch
 from fleettune.models.stages import FullModel
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
+from fleettune.runtime.sim.flop_book import FlopBook
 from fleettune.training import backward_step, lr_factor, make_optimizer, set_lr, trainable_parameters
 
 
 @dataclass(frozen=True)
 class LocalRun:
     mean_loss: float
+    losses: list[float]
     steps: int
     samples: int
-    busy_s: float
+    busy_s: float  # measured wall time on this machine
+    flops: int  # counted on the real computation (per batch shape, once)
     memory: MemoryBreakdown
 
 
@@ -36,6 +39,7 @@ def train_local(
     max_grad_norm: float | None,
     received_bytes: int,
     optimizer: torch.optim.Optimizer | None = None,
+    flop_book: FlopBook | None = None,
 ) -> LocalRun:
     """`steps` optimizer steps on `batches`; the learning rate follows the run-wide schedule from
     `schedule_offset`. A fresh AdamW is made unless one is passed in."""
@@ -44,16 +48,25 @@ def train_local(
     meter = ActivationMeter()
     losses: list[float] = []
     samples = 0
+    flops = 0
+    book = flop_book or FlopBook()
     started = time.perf_counter()
     for step in range(steps):
         batch = next(batches)
         set_lr(optimizer, lr, lr_factor(schedule, schedule_offset + step, schedule_total))
-        with meter.track(weights=model.parameters()):
-            out = model(batch.input_ids, batch.attention_mask, batch.labels)
-        backward_step(out.loss, optimizer, max_grad_norm)
-        losses.append(float(out.loss.detach()))
+        key = ("whole-model-step", *batch.input_ids.shape)
+
+        def step_once(batch: Batch = batch) -> torch.Tensor:
+            with meter.track(weights=model.parameters()):
+                out = model(batch.input_ids, batch.attention_mask, batch.labels)
+            backward_step(out.loss, optimizer, max_grad_norm)
+            return out.loss.detach()
+
+        step_flops, loss = book.run(key, step_once)
+        flops += step_flops
+        losses.append(float(loss))
         samples += len(batch)
     busy = time.perf_counter() - started
     model.eval()
     memory = measure(model, optimizer, meter.peak, received_bytes)
-    return LocalRun(sum(losses) / max(1, len(losses)), steps, samples, busy, memory)
+    return LocalRun(sum(losses) / max(1, len(losses)), losses, steps, samples, busy, flops, memory)

@@ -1,0 +1,118 @@
+"""The six-device case study: every scheme on CARER and the paper6 fleet, ratios next to the paper's.
+
+    python benchmarks/casestudy/run.py --model minilm --lr 1e-3 --out benchmarks/casestudy/results/minilm-lr1e-3
+
+Writes one report per scheme, results.json (headline numbers, ratios, the fl memory check) and
+plots into --out. Runs stop at the target accuracy (or after --max-rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fleettune.cli.run import train_one
+from fleettune.config import build_config
+from fleettune.fleet import load_fleet
+from fleettune.report.comparison import comparison
+from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
+
+PAPER = {  # ratios ours/baseline reported for the case study (FACTS section 1)
+    "server_memory_mesfl_over_splitfed": 0.21,
+    "server_memory_mesfl_over_cpsl": 1.10,
+    "time_to_target_mesfl_over_cpsl": 0.60,
+    "time_to_target_mesfl_over_splitfed": 0.94,
+}
+GIB = 2**30
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "carer"))
+    parser.add_argument("--schemes", default="sl,cpsl,splitfed,mesfl,fl")
+    parser.add_argument("--max-rounds", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--max-eval-samples", type=int, default=1000)
+    parser.add_argument("--partition", default="iid")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    common: dict[str, Any] = {
+        "model": args.model,
+        "dataset": "carer",
+        "data_dir": args.data_dir,
+        "fleet": "paper6",
+        "partition": args.partition,
+        "lora.rank": 16,
+        "batch_size": 16,
+        "max_length": 128,
+        "padding": "max_length",  # the paper's fixed 128-token cut tensors
+        "lr": args.lr,
+        "lr_schedule": "constant",
+        "target_accuracy": 0.89,
+        "stop_at_target": True,
+        "eval_every": args.eval_every,
+        "max_eval_samples": args.max_eval_samples,
+        "rounds": args.max_rounds,
+    }
+    reports: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    for scheme in args.schemes.split(","):
+        flags = {**common, "scheme": scheme}
+        if scheme == "fl":
+            flags["local_steps"] = 1  # one batch per client per round, like the split schemes
+        reports[scheme] = train_one(build_config(flags=flags), args.out / scheme)
+    numbers = comparison(reports)
+
+    def get(scheme: str, key: str) -> float | None:
+        return numbers.get(scheme, {}).get(key)
+
+    ours = {
+        "server_memory_mesfl_over_splitfed": _ratio(
+            get("mesfl", "server_peak_bytes"), get("splitfed", "server_peak_bytes")
+        ),
+        "server_memory_mesfl_over_cpsl": _ratio(get("mesfl", "server_peak_bytes"), get("cpsl", "server_peak_bytes")),
+        "time_to_target_mesfl_over_cpsl": _ratio(get("mesfl", "time_to_target_s"), get("cpsl", "time_to_target_s")),
+        "time_to_target_mesfl_over_splitfed": _ratio(
+            get("mesfl", "time_to_target_s"), get("splitfed", "time_to_target_s")
+        ),
+    }
+    fleet = load_fleet("paper6")
+    feasibility = {}
+    if "fl" in reports:
+        need = max(reports["fl"]["memory_bytes"]["clients_peak"].values())
+        feasibility = {
+            d.id: {
+                "memory_gib": d.hardware.memory_gib,
+                "fl_needs_gib": need / GIB,
+                "fits": need <= d.hardware.memory_gib * GIB,
+            }
+            for d in fleet.devices
+        }
+    results = {
+        "settings": common,
+        "schemes": numbers,
+        "ratios": {k: {"ours": ours[k], "paper": PAPER[k]} for k in PAPER},
+        "fl_memory_feasibility": feasibility,
+        "benchmark_wall_time_s": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    memory_bars(reports, args.out / "memory.png")
+    accuracy_over_time(reports, 0.89, args.out / "accuracy_time.png")
+    if "mesfl" in reports:
+        round_gantt(reports["mesfl"]["timeline"], 0, "mesfl: one round", args.out / "mesfl_round.png")
+    print(json.dumps(results["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Memory feasibility: the bytes a client stage needs at a cut, measured on live objects, and each device's cut."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import PreTrainedModel
+
+from fleettune.errors import FleetError, ModelError
+from fleettune.fleet.profiles import Device
+from fleettune.models.lora import LoraSpec
+from fleettune.models.stages import Task, client_stage
+from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
+from fleettune.training import make_optimizer, trainable_parameters
+
+GIB = 2**30
+
+
+def client_stage_memory(
+    model_factory: Callable[[], PreTrainedModel], cut: int, lora: LoraSpec, task: Task, batch_size: int, seq_len: int
+) -> MemoryBreakdown:
+    """What a client holds at its peak when training layers [0, cut) of a fresh model on
+    (batch_size, seq_len) batches: measured after one forward, backward and AdamW step."""
+    # Model init, LoRA init and dropout draw from the global RNG: a measurement must not move the caller's.
+    with torch.random.fork_rng(devices=[]):
+        model = model_factory()
+        vocab_size = int(model.config.vocab_size)
+        stage = client_stage(model, cut, lora, task)
+        del model  # the stage keeps only its own layers
+        optimizer = make_optimizer(trainable_parameters(stage), lr=1e-3, weight_decay=0.0)  # state size ignores lr
+        ids = torch.randint(1, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+        mask = torch.ones_like(ids)  # no padding: the largest footprint of this shape
+        meter = ActivationMeter()
+        stage.train()  # dropout masks are saved for backward in training, so they count
+        with meter.track(weights=stage.parameters()):
+            hidden = stage(ids, mask)  # (B, T, H): the cut tensor
+        cut_grad = torch.ones_like(hidden)  # stands for the gradient the server sends back
+        hidden.backward(cut_grad)
+        optimizer.step()
+        stage.eval()
+    return measure(stage, optimizer, meter.peak, received=cut_grad.numel() * cut_grad.element_size())
+
+
+def client_stage_bytes(
+    model_factory: Callable[[], PreTrainedModel], cut: int, lora: LoraSpec, task: Task, batch_size: int, seq_len: int
+) -> int:
+    return client_stage_memory(model_factory, cut, lora, task, batch_size, seq_len).total
+
+
+class ClientMemoryModel:
+    """Client-stage bytes of one model and LoRA setting, measured once per (cut, batch, seq_len)."""
+
+    def __init__(self, model_factory: Callable[[], PreTrainedModel], lora: LoraSpec, task: Task) -> None:
+        self._model_factory = model_factory
+        self._lora = lora
+        self._task = task
+        self._bytes: dict[tuple[int, int, int], int] = {}
+
+    def bytes_at(self, cut: int, batch_size: int, seq_len: int) -> int:
+        key = (cut, batch_size, seq_len)
+        if key not in self._bytes:
+            self._bytes[key] = client_stage_bytes(self._model_factory, cut, self._lora, self._task, batch_size, seq_len)
+        return self._bytes[key]
+
+    def of_cut(self, batch_size: int, seq_len: int) -> Callable[[int], int]:
+        """Bytes as a function of the cut alone, for `resolve_cuts`."""
+        return lambda cut: self.bytes_at(cut, batch_size, seq_len)
+
+
+def _fits(device: Device, needed_bytes: int) -> bool:
+    return needed_bytes <= device.hardware.memory_gib * GIB
+
+
+def _deepest_fitting_cut(device: Device, num_layers: int, memory_of_cut: Callable[[int], int]) -> int:
+    needed = memory_of_cut(1)
+    if not _fits(device, needed):
+        raise FleetError(
+            f"{device.id}: no cut fits: cut_layer 1 alone needs {needed / GIB:.2f} GiB, "
+            f"the device has {device.hardware.memory_gib:.2f} GiB"
+        )
+    # Memory grows with the cut, so bisect: each probe may build and run a model.
+    fits, too_deep = 1, num_layers
+    while too_deep - fits > 1:
+        probe = (fits + too_deep) // 2
+        if _fits(device, memory_of_cut(probe)):
+            fits = probe
+        else:
+            too_deep = probe
+    return fits
+
+
+def resolve_cuts(devices: Sequence[Device], num_layers: int, memory_of_cut: Callable[[int], int]) -> list[int]:
+    """Each device's cut: its own int if valid and within its memory, or for "auto" the deepest cut
+    (1 <= cut < num_layers) that fits. `memory_of_cut(cut)` is the client's bytes at that cut."""
+    if num_layers < 2:
+        raise ModelError(f"a {num_layers}-layer model cannot be split; expected at least 2 layers")
+    cuts: list[int] = []
+    for device in devices:
+        cut = device.cut_layer
+        if cut == "auto":
+            cuts.append(_deepest_fitting_cut(device, num_layers, memory_of_cut))
+            continue
+        if isinstance(cut, bool) or not isinstance(cut, int) or not 1 <= cut < num_layers:
+            raise FleetError(
+                f'{device.id}: cut_layer must be "auto" or in 1..{num_layers - 1} '
+                f"for a {num_layers}-layer model, got {cut!r}"
+            )
+        needed = memory_of_cut(cut)
+        if not _fits(device, needed):
+            raise FleetError(
+                f"{device.id}: cut_layer {cut} needs {needed / GIB:.2f} GiB, "
+                f"the device has {device.hardware.memory_gib:.2f} GiB"
+            )
+        cuts.append(cut)
+    return cuts

@@ -1,0 +1,125 @@
+"""One server-side model shared by many clients: a named LoRA adapter per client, switched per client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from fleettune.errors import ModelError
+from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
+from fleettune.models.layout import find_layout
+from fleettune.models.lora import LoraSpec, lora_config
+from fleettune.models.shells import InputsEmbedsPassthrough, get_layers, with_replaced
+from fleettune.models.stages import (
+    ServerStage,
+    StageOutput,
+    Task,
+    _targets,
+    _trainable_heads,
+    _with_layer_count,
+    check_cut,
+)
+
+
+class SharedServer:
+    """Layers [first, L) and the head, held once. Each client gets a named adapter on the layers it
+    does not run itself ([cut, L)) plus its own head copy; `serve(name)` selects it and makes the
+    forward start at that client's cut layer."""
+
+    def __init__(self, model: PreTrainedModel, first: int, spec: LoraSpec, task: Task) -> None:
+        layout = find_layout(model)
+        check_cut(first, layout.num_layers)
+        self.layout = layout
+        self.first = first
+        self.spec = spec
+        self.task = task
+        self._targets = _targets(model, layout, spec)
+        self._heads = _trainable_heads(model, layout, task)
+        held = get_layers(model, layout.layers)
+        embeddings: nn.Module = InputsEmbedsPassthrough() if layout.embeddings_add_positions else nn.Identity()
+        replacements = {layout.layers: nn.ModuleList(list(held)[first:]), layout.embeddings: embeddings}
+        self._shell = with_replaced(model, replacements)
+        assert isinstance(self._shell, PreTrainedModel)
+        _with_layer_count(self._shell, layout, layout.num_layers - first)
+        self.cuts: dict[str, int] = {}
+        self.stage: ServerStage | None = None
+        self.active: str | None = None
+
+    def _config(self, cut: int) -> LoraConfig:
+        local = range(cut - self.first, self.layout.num_layers - self.first)
+        return lora_config(self.spec, self.layout, self._targets, self._heads, layers=list(local))
+
+    def add_client(self, name: str, cut: int) -> None:
+        check_cut(cut, self.layout.num_layers)
+        if cut < self.first:
+            raise ModelError(f"client {name}: cut {cut} is below the server's first layer {self.first}")
+        if name in self.cuts:
+            raise ModelError(f"client {name} already has a server-side adapter")
+        if self.stage is None:
+            peft = get_peft_model(self._shell, self._config(cut), adapter_name=name)
+            self.stage = ServerStage(peft, self.layout, self.task, self.first, self.layout.num_layers)
+        else:
+            self.stage.peft.add_adapter(name, self._config(cut))
+        self.cuts[name] = cut
+        self.serve(name)
+
+    def serve(self, name: str) -> None:
+        """Make `name`'s adapter the one that trains and runs."""
+        if name not in self.cuts:
+            raise ModelError(f"no server-side adapter for client {name}")
+        assert self.stage is not None
+        self.stage.peft.set_adapter(name)
+        self.active = name
+
+    def parameters_of(self, name: str) -> list[nn.Parameter]:
+        assert self.stage is not None
+        marker = f".{name}."
+        return [p for n, p in self.stage.peft.named_parameters() if marker in n]
+
+    def read(self, name: str) -> AdapterState:
+        assert self.stage is not None
+        return read_adapter(self.stage.peft, adapter_name=name)
+
+    def write(self, name: str, state: AdapterState) -> None:
+        assert self.stage is not None
+        write_adapter(self.stage.peft, state, adapter_name=name)
+
+    @contextmanager
+    def _layers_from(self, cut: int) -> Iterator[None]:
+        # Mount only layers [cut, L) for the forward pass; the whole stack stays mounted otherwise
+        # so that every adapter's weights remain visible to reads, writes and parameter listings.
+        assert self.stage is not None
+        parent_path, _, attr = self.layout.layers.rpartition(".")
+        parent = self.stage.inner.get_submodule(parent_path)
+        full = getattr(parent, attr)
+        config: PretrainedConfig = self.stage.inner.config  # type: ignore[assignment]
+        count = config.num_hidden_layers
+        setattr(parent, attr, nn.ModuleList(list(full)[cut - self.first :]))
+        config.num_hidden_layers = self.layout.num_layers - cut
+        try:
+            yield
+        finally:
+            setattr(parent, attr, full)
+            config.num_hidden_layers = count
+
+    def forward(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, start: int | None = None
+    ) -> StageOutput:
+        """Run the active adapter from `start` (default: its client's cut) to the loss."""
+        assert self.stage is not None and self.active is not None
+        with self._layers_from(self.cuts[self.active] if start is None else start):
+            return self.stage(hidden, attention_mask, labels)
+
+    def logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        assert self.stage is not None and self.active is not None
+        with self._layers_from(self.cuts[self.active] if start is None else start):
+            return self.stage.logits(hidden, attention_mask)
+
+    def module(self) -> nn.Module:
+        assert self.stage is not None
+        return self.stage

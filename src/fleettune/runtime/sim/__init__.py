@@ -1,0 +1,1 @@
+"""In-process simulation: the virtual clock of split training rounds."""

@@ -1,0 +1,73 @@
+"""A device in split training: its client stage, optimizer and data, turning batches into messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from fleettune.data import Batch
+from fleettune.fleet import Device
+from fleettune.messages import CutActivations, CutGradients
+from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
+from fleettune.models.stages import ClientStage
+from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
+from fleettune.training import make_optimizer, set_lr, trainable_parameters
+
+
+class SplitClient:
+    """Runs embeddings + layers [0, cut) and keeps the autograd graph until the cut gradient returns."""
+
+    def __init__(
+        self,
+        id: str,
+        device: Device,
+        cut: int,
+        stage: ClientStage,
+        batches: Iterator[Batch],
+        num_samples: int,
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        self.id = id
+        self.device = device
+        self.cut = cut
+        self.stage = stage
+        self.batches = batches
+        self.num_samples = num_samples
+        self.lr = lr
+        self.optimizer = make_optimizer(trainable_parameters(stage), lr, weight_decay)
+        self._pending: torch.Tensor | None = None
+        self._meter = ActivationMeter()
+        self.activation_peak = 0
+        self.received_peak = 0
+
+    def next_batch(self) -> Batch:
+        return next(self.batches)
+
+    def forward(self, batch: Batch, step: int) -> CutActivations:
+        self.stage.train()
+        with self._meter.track(weights=self.stage.parameters()):
+            hidden = self.stage(batch.input_ids, batch.attention_mask)
+        self.activation_peak = max(self.activation_peak, self._meter.peak)
+        self._pending = hidden
+        return CutActivations(self.id, step, hidden.detach(), batch.attention_mask, batch.labels)
+
+    def backward(self, gradients: CutGradients, lr_factor: float, received_bytes: int) -> None:
+        if self._pending is None or gradients.client != self.id:
+            raise RuntimeError(f"client {self.id}: gradient for {gradients.client} without a pending forward")
+        self.received_peak = max(self.received_peak, received_bytes)
+        set_lr(self.optimizer, self.lr, lr_factor)
+        self._pending.backward(gradients.grad)
+        self._pending = None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def read(self) -> AdapterState:
+        return read_adapter(self.stage.peft)
+
+    def write(self, state: AdapterState) -> None:
+        write_adapter(self.stage.peft, state)
+
+    def memory(self) -> MemoryBreakdown:
+        return measure(self.stage, self.optimizer, self.activation_peak, self.received_peak)

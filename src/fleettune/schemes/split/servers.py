@@ -1,0 +1,261 @@
+"""The server side of each split scheme: what it holds, and how it turns activations into gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel
+
+from fleettune.fleet.cost import measure_switch_s
+from fleettune.messages import CutActivations, CutGradients
+from fleettune.models.adapters import AdapterState, join_adapter, read_adapter, split_adapter, write_adapter
+from fleettune.models.layout import StackLayout
+from fleettune.models.lora import LoraSpec
+from fleettune.models.shared_server import SharedServer
+from fleettune.models.stages import ServerStage, Task, server_stage
+from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, module_bytes, optimizer_bytes
+from fleettune.training import make_optimizer, set_lr
+
+SWITCH_REPEATS = 10
+
+
+class ServerRole(Protocol):
+    """What every scheme's server does; implementations differ in what they hold."""
+
+    layout: StackLayout
+
+    def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
+        """Forward + backward for one client's activations: (cut gradient, loss, switch seconds)."""
+        ...
+
+    def step(self, clients: Sequence[str], lr_factor: float) -> None: ...
+
+    def server_part(self, client: str) -> AdapterState:
+        """The server-held part of `client`'s view of the adapter, in full-model numbering (layers >= cut)."""
+        ...
+
+    def load(self, client: str, full: AdapterState) -> None: ...
+
+    def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown: ...
+
+    def activation_peak(self, client: str) -> int: ...
+
+
+def _only_from(state: AdapterState, layout: StackLayout, first: int, cut: int) -> AdapterState:
+    """Drop server-held layers below `cut` (numbered from `first`): another party runs them."""
+    prefix = layout.layers + "."
+    out = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            local = int(key[len(prefix) :].split(".", 1)[0])
+            if local + first < cut:
+                continue
+        out[key] = value
+    return out
+
+
+class _Metered:
+    def __init__(self) -> None:
+        self._peaks: dict[str, int] = {}
+
+    def _run(self, client: str, weights: Callable[[], object], fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        meter = ActivationMeter()
+        with meter.track(weights=weights()):  # type: ignore[arg-type]
+            loss = fn()
+        self._peaks[client] = max(self._peaks.get(client, 0), meter.peak)
+        return loss
+
+    def activation_peak(self, client: str) -> int:
+        return self._peaks.get(client, 0)
+
+
+class PerClientAdapters(_Metered):
+    """`mesfl`: one shared server model, a named adapter (and optimizer) per client, switched per client."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        cuts: dict[str, int],
+        spec: LoraSpec,
+        task: Task,
+        lr: float,
+        weight_decay: float,
+        switch_s: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.first = min(cuts.values())
+        self.server = SharedServer(model, self.first, spec, task)
+        self.layout = self.server.layout
+        self.names = {client: f"client{i}" for i, client in enumerate(cuts)}  # PEFT-safe adapter names
+        self.cuts = dict(cuts)
+        for client, cut in cuts.items():
+            self.server.add_client(self.names[client], cut)
+        if switch_s is None:
+            # Measured once, so that the virtual clock is the same on every run of this set-up.
+            names = list(self.names.values())
+            assert self.server.stage is not None
+            peft = self.server.stage.peft
+            switch_s = measure_switch_s(peft, names, SWITCH_REPEATS) if len(names) > 1 else 0.0
+        self.switch_s = switch_s
+        self.lr = lr
+        self.optimizers = {
+            c: make_optimizer(self.server.parameters_of(n), lr, weight_decay) for c, n in self.names.items()
+        }
+
+    def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
+        self.server.serve(self.names[message.client])
+        hidden = message.hidden.requires_grad_()
+        loss = self._run(
+            message.client,
+            self.server.module().parameters,
+            lambda: self.server.forward(hidden, message.attention_mask, message.labels).loss,
+        )
+        (loss * loss_weight).backward()
+        assert hidden.grad is not None
+        grads = CutGradients(message.client, message.step, hidden.grad / loss_weight)
+        return grads, float(loss.detach()), self.switch_s
+
+    def step(self, clients: Sequence[str], lr_factor: float) -> None:
+        for client in clients:
+            optimizer = self.optimizers[client]
+            set_lr(optimizer, self.lr, lr_factor)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    def server_part(self, client: str) -> AdapterState:
+        state = self.server.read(self.names[client])
+        cut = self.cuts[client]
+        return {k: v for k, v in join_adapter({}, state, self.layout, cut, server_first=self.first).items()}
+
+    def load(self, client: str, full: AdapterState) -> None:
+        _, part = split_adapter(full, self.layout, self.cuts[client], server_first=self.first)
+        self.server.write(self.names[client], part)
+
+    def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
+        frozen, trainable, _ = module_bytes(self.server.module())
+        # Inactive adapters are frozen while another client is served: count every adapter as trainable.
+        sizes = [sum(p.numel() * p.element_size() for p in self.server.parameters_of(n)) for n in self.names.values()]
+        adapters = sum(sizes)
+        return MemoryBreakdown(
+            weights=frozen + trainable - adapters,
+            trainable=adapters,
+            gradients=max(sizes),  # one client is served at a time: one adapter's gradients at once
+            optimizer=sum(optimizer_bytes(o) for o in self.optimizers.values()),
+            activations=max((self.activation_peak(c) for c in concurrent), default=0),
+            received=received_bytes,
+        )
+
+
+class ServerCopies(_Metered):
+    """`splitfed`: one complete server-side model copy (and adapter and optimizer) per client."""
+
+    def __init__(
+        self,
+        new_model: Callable[[], PreTrainedModel],
+        cuts: dict[str, int],
+        spec: LoraSpec,
+        task: Task,
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__()
+        self.stages: dict[str, ServerStage] = {c: server_stage(new_model(), cut, spec, task) for c, cut in cuts.items()}
+        self.layout = next(iter(self.stages.values())).layout
+        self.cuts = dict(cuts)
+        self.lr = lr
+        self.optimizers = {
+            c: make_optimizer([p for p in s.parameters() if p.requires_grad], lr, weight_decay)
+            for c, s in self.stages.items()
+        }
+
+    def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
+        stage = self.stages[message.client]
+        stage.train()
+        hidden = message.hidden.requires_grad_()
+        loss = self._run(
+            message.client, stage.parameters, lambda: stage(hidden, message.attention_mask, message.labels).loss
+        )
+        (loss * loss_weight).backward()
+        assert hidden.grad is not None
+        return CutGradients(message.client, message.step, hidden.grad / loss_weight), float(loss.detach()), 0.0
+
+    def step(self, clients: Sequence[str], lr_factor: float) -> None:
+        for client in clients:
+            optimizer = self.optimizers[client]
+            set_lr(optimizer, self.lr, lr_factor)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    def server_part(self, client: str) -> AdapterState:
+        cut = self.cuts[client]
+        return join_adapter({}, read_adapter(self.stages[client].peft), self.layout, cut)
+
+    def load(self, client: str, full: AdapterState) -> None:
+        _, part = split_adapter(full, self.layout, self.cuts[client])
+        write_adapter(self.stages[client].peft, part)
+
+    def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
+        total = MemoryBreakdown(received=received_bytes)
+        for client, stage in self.stages.items():
+            frozen, trainable, _ = module_bytes(stage)
+            total.weights += frozen
+            total.trainable += trainable
+            total.gradients += trainable  # all copies train at once
+            total.optimizer += optimizer_bytes(self.optimizers[client])
+        total.activations = sum(self.activation_peak(c) for c in concurrent)
+        return total
+
+
+class SharedAdapter(_Metered):
+    """`sl` and `cpsl`: one server model with one adapter that every client's activations train."""
+
+    def __init__(
+        self, model: PreTrainedModel, cuts: dict[str, int], spec: LoraSpec, task: Task, lr: float, weight_decay: float
+    ) -> None:
+        super().__init__()
+        self.first = min(cuts.values())
+        self.server = SharedServer(model, self.first, spec, task)
+        self.server.add_client("shared", self.first)
+        self.layout = self.server.layout
+        self.cuts = dict(cuts)
+        self.lr = lr
+        self.optimizer = make_optimizer(self.server.parameters_of("shared"), lr, weight_decay)
+
+    def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
+        hidden = message.hidden.requires_grad_()
+        start = self.cuts[message.client]
+        loss = self._run(
+            message.client,
+            self.server.module().parameters,
+            lambda: self.server.forward(hidden, message.attention_mask, message.labels, start=start).loss,
+        )
+        (loss * loss_weight).backward()
+        assert hidden.grad is not None
+        return CutGradients(message.client, message.step, hidden.grad / loss_weight), float(loss.detach()), 0.0
+
+    def step(self, clients: Sequence[str], lr_factor: float) -> None:
+        set_lr(self.optimizer, self.lr, lr_factor)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def server_part(self, client: str) -> AdapterState:
+        cut = self.cuts[client]
+        state = _only_from(self.server.read("shared"), self.layout, self.first, cut)
+        return join_adapter({}, state, self.layout, cut, server_first=self.first)
+
+    def load(self, client: str, full: AdapterState) -> None:
+        _, part = split_adapter(full, self.layout, self.first)
+        self.server.write("shared", part)
+
+    def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
+        frozen, trainable, _ = module_bytes(self.server.module())
+        return MemoryBreakdown(
+            weights=frozen,
+            trainable=trainable,
+            gradients=trainable,
+            optimizer=optimizer_bytes(self.optimizer),
+            activations=sum(self.activation_peak(c) for c in concurrent),
+            received=received_bytes,
+        )

@@ -1,0 +1,69 @@
+"""What split runs report: bytes from encoded payloads, memory per party, virtual time and timelines."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from fleettune.messages import CutActivations
+from fleettune.runtime.events import Activity
+from tests.schemes.conftest import RunScheme
+
+
+def test_mesfl_bytes_are_the_encoded_messages(run_scheme: RunScheme) -> None:
+    result = run_scheme("mesfl", rounds=2, clients=3, aggregate_every=2)
+    up = result.traffic.uplink
+    down = result.traffic.downlink
+    assert set(up) == set(down) == {"jetson-nano-0", "jetson-tx2-1", "snapdragon-8s-gen3-2"}
+    # Every client sent 2 activation messages and one adapter part; each is at least its tensor bytes.
+    for client, sent in up.items():
+        assert sent > 2 * 8 * 2 * 32 * 4  # batch 8 x >= 2 tokens x hidden 32 x fp32, twice
+        assert down[client] > 0
+
+
+def test_timeline_covers_every_phase_of_a_mesfl_round(run_scheme: RunScheme) -> None:
+    result = run_scheme("mesfl", rounds=2, clients=3)
+    first = [e for e in result.events if e.round == 0]
+    kinds = {e.activity for e in first}
+    for activity in (
+        Activity.CLIENT_FORWARD,
+        Activity.UPLINK,
+        Activity.SERVER_COMPUTE,
+        Activity.ADAPTER_SWITCH,
+        Activity.DOWNLINK,
+        Activity.CLIENT_BACKWARD,
+        Activity.ADAPTER_UPLINK,
+        Activity.ADAPTER_DOWNLINK,
+    ):
+        assert activity in kinds, activity
+    server = sorted(
+        (e for e in first if e.party == "server" and e.activity is Activity.SERVER_COMPUTE), key=lambda e: e.start_s
+    )
+    for before, after in itertools.pairwise(server):
+        assert before.end_s <= after.start_s + 1e-12  # one client at a time on the shared server
+    assert result.history[0].sim_time_s == pytest.approx(max(e.end_s for e in first))
+
+
+def test_sl_is_sequential_and_slower_than_mesfl(run_scheme: RunScheme) -> None:
+    sl = run_scheme("sl", rounds=2, clients=6)
+    mesfl = run_scheme("mesfl", rounds=2, clients=6)
+    assert sl.sim_time_s > 2 * mesfl.sim_time_s
+    compute = [e for e in sl.events if e.activity is Activity.CLIENT_FORWARD and e.round == 0]
+    ordered = sorted(compute, key=lambda e: e.start_s)
+    for before, after in itertools.pairwise(ordered):
+        assert before.end_s <= after.start_s  # clients take turns
+
+
+def test_stop_at_target_ends_at_the_first_evaluation_reaching_it(run_scheme: RunScheme) -> None:
+    result = run_scheme("mesfl", rounds=10, clients=3, target_accuracy=0.01, stop_at_target=True)
+    assert len(result.history) == 1 and result.history[0].accuracy is not None
+
+
+def test_activation_message_round_trip() -> None:
+    import torch
+
+    message = CutActivations("dev-1", 7, torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 1]))
+    back = CutActivations.decode(message.encode())
+    assert back.client == "dev-1" and back.step == 7
+    assert torch.equal(back.hidden, message.hidden) and torch.equal(back.labels, message.labels)
