@@ -52,7 +52,7 @@ class RunConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.01, ge=0)  # AdamW's usual default
     lr_schedule: Literal["constant", "onecycle"] = "onecycle"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     max_length: int = Field(128, ge=2)
