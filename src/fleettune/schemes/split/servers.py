@@ -56,6 +56,15 @@ def _only_from(state: AdapterState, layout: StackLayout, first: int, cut: int) -
     return out
 
 
+def _step_each(optimizers: dict[str, torch.optim.Optimizer], clients: Sequence[str], lr: float, factor: float) -> None:
+    """One optimizer step for each listed client's own server-side adapter."""
+    for client in clients:
+        optimizer = optimizers[client]
+        set_lr(optimizer, lr, factor)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
 class _Metered:
     def __init__(self) -> None:
         self._peaks: dict[str, int] = {}
@@ -118,16 +127,12 @@ class PerClientAdapters(_Metered):
         return grads, float(loss.detach()), self.switch_s
 
     def step(self, clients: Sequence[str], lr_factor: float) -> None:
-        for client in clients:
-            optimizer = self.optimizers[client]
-            set_lr(optimizer, self.lr, lr_factor)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        _step_each(self.optimizers, clients, self.lr, lr_factor)
 
     def server_part(self, client: str) -> AdapterState:
         state = self.server.read(self.names[client])
         cut = self.cuts[client]
-        return {k: v for k, v in join_adapter({}, state, self.layout, cut, server_first=self.first).items()}
+        return join_adapter({}, state, self.layout, cut, server_first=self.first)
 
     def load(self, client: str, full: AdapterState) -> None:
         _, part = split_adapter(full, self.layout, self.cuts[client], server_first=self.first)
@@ -182,11 +187,7 @@ class ServerCopies(_Metered):
         return CutGradients(message.client, message.step, hidden.grad / loss_weight), float(loss.detach()), 0.0
 
     def step(self, clients: Sequence[str], lr_factor: float) -> None:
-        for client in clients:
-            optimizer = self.optimizers[client]
-            set_lr(optimizer, self.lr, lr_factor)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        _step_each(self.optimizers, clients, self.lr, lr_factor)
 
     def server_part(self, client: str) -> AdapterState:
         cut = self.cuts[client]
