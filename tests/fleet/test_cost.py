@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 import pytest
-from peft import PeftModel
 
 from fleettune.errors import ModelError
 from fleettune.fleet import Device, Link, hardware
 from fleettune.fleet.cost import compute_s, downlink_s, energy_j, measure_switch_s, transfer_s, uplink_s
-from fleettune.models.lora import LoraSpec
-from fleettune.models.stages import full_model
-from tests.models.tiny import tiny_model
 
 CUT_TENSOR_BYTES = 16 * 128 * 768 * 4  # BERT-base cut tensor at batch 16, seq 128, fp32
 
@@ -44,33 +39,16 @@ def test_energy_is_power_times_busy_time() -> None:
     assert energy_j(320.0, 0.0) == 0.0
 
 
-def _peft_with_adapters(*names: str) -> PeftModel:
-    model, task = tiny_model("bert")
-    peft = full_model(model, LoraSpec(rank=4), task).peft
-    for name in names:
-        peft.add_adapter(name, copy.deepcopy(peft.peft_config["default"]))
-    return peft
-
-
 def test_switch_time_is_the_clocked_time_over_the_number_of_switches() -> None:
-    peft = _peft_with_adapters("client1", "client2")
+    served: list[str] = []
     ticks = itertools.count(step=0.5)
-    seconds = measure_switch_s(peft, ["client1", "client2", "default"], repeats=4, clock=lambda: next(ticks))
+    seconds = measure_switch_s(served.append, ["a", "b", "c"], repeats=4, clock=lambda: next(ticks))
     assert seconds == pytest.approx(0.5 / 12)  # one clock step across 4 x 3 switches
-    assert peft.active_adapter == "default"  # the adapter active before is restored
+    assert served == ["a", "b", "c"] * 4
 
 
-def test_switch_time_is_measured_on_a_real_peft_model() -> None:
-    peft = _peft_with_adapters("client1")
-    seconds = measure_switch_s(peft, ["default", "client1"], repeats=5)
-    assert 0 < seconds < 0.5
-
-
-def test_switch_needs_two_known_adapters() -> None:
-    peft = _peft_with_adapters("client1")
+def test_switch_needs_two_names_and_a_repeat() -> None:
     with pytest.raises(ModelError, match="at least 2"):
-        measure_switch_s(peft, ["client1"], repeats=1)
-    with pytest.raises(ModelError, match=r"\['nope'\] are not in the model"):
-        measure_switch_s(peft, ["client1", "nope"], repeats=1)
+        measure_switch_s(print, ["client1"], repeats=1)
     with pytest.raises(ModelError, match="repeats"):
-        measure_switch_s(peft, ["client1", "default"], repeats=0)
+        measure_switch_s(print, ["client1", "client2"], repeats=0)

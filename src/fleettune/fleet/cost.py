@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from fleettune.errors import ModelError
 from fleettune.fleet.profiles import Device, Hardware
-
-if TYPE_CHECKING:  # importing peft pulls in torch: keep the arithmetic importable without it
-    from peft import PeftModel
 
 BITS_PER_BYTE = 8
 
@@ -40,28 +36,23 @@ def energy_j(power_w: float, busy_s: float) -> float:
 
 
 def measure_switch_s(
-    peft_model: PeftModel,
+    switch: Callable[[str], object],
     names: Sequence[str],
     repeats: int,
     clock: Callable[[], float] = time.perf_counter,
 ) -> float:
-    """Mean wall seconds of one `peft_model.set_adapter(name)`, cycling `repeats` times through `names`.
+    """Mean wall seconds of one `switch(name)`, cycling `repeats` times through `names`.
 
-    This is what the shared server pays to serve the next client's adapter; the adapter that was
-    active before is active again afterwards.
+    `switch` is whatever the shared server does to serve the next client's adapter; the caller
+    re-selects the adapter it wants active afterwards.
     """
     if len(names) < 2:
         raise ModelError(f"measuring an adapter switch needs at least 2 adapter names, got {list(names)}")
     if repeats < 1:
         raise ModelError(f"repeats must be >= 1, got {repeats}")
-    missing = sorted(set(names) - set(peft_model.peft_config))
-    if missing:
-        raise ModelError(f"adapters {missing} are not in the model; it has {sorted(peft_model.peft_config)}")
-    previous = peft_model.active_adapter
     switches = repeats * len(names)
     started = clock()
     for i in range(switches):
-        peft_model.set_adapter(names[i % len(names)])
+        switch(names[i % len(names)])
     elapsed = clock() - started
-    peft_model.set_adapter(previous)
     return elapsed / switches

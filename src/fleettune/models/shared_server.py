@@ -7,10 +7,13 @@ from contextlib import contextmanager
 
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from fleettune.errors import ModelError
+from fleettune.fleet.cost import measure_switch_s
 from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
 from fleettune.models.layout import find_layout
 from fleettune.models.lora import LoraSpec, lora_config
@@ -49,6 +52,7 @@ class SharedServer:
         self.cuts: dict[str, int] = {}
         self.stage: ServerStage | None = None
         self.active: str | None = None
+        self._switchable: list[nn.Module] = []
 
     def _config(self, cut: int) -> LoraConfig:
         local = range(cut - self.first, self.layout.num_layers - self.first)
@@ -66,15 +70,45 @@ class SharedServer:
         else:
             self.stage.peft.add_adapter(name, self._config(cut))
         self.cuts[name] = cut
-        self.serve(name)
+        model = self.stage.peft
+        model.set_adapter(name)
+        # Every client's adapter stays trainable (each has its own optimizer and only the active one
+        # takes part in a forward pass), so a switch only has to move the active-adapter pointers.
+        for adapter in self.cuts:
+            for param in self.parameters_of(adapter):
+                param.requires_grad_(True)
+        self._switchable = [m for m in model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
+        self.active = name
 
     def serve(self, name: str) -> None:
-        """Make `name`'s adapter the one that trains and runs."""
+        """Make `name`'s adapter the one that trains and runs.
+
+        Equivalent to PEFT's `set_adapter(name)` for the forward pass, without re-walking the module
+        tree and re-flagging every adapter's parameters: it only repoints each LoRA layer and head
+        wrapper, which is what the shared server pays per client.
+        """
         if name not in self.cuts:
             raise ModelError(f"no server-side adapter for client {name}")
         assert self.stage is not None
-        self.stage.peft.set_adapter(name)
+        if name == self.active:
+            return
+        for module in self._switchable:  # LoRA layers keep a list of active names, head wrappers one name
+            setattr(module, "_active_adapter", [name] if isinstance(module, BaseTunerLayer) else name)  # noqa: B010
+        # The wrapper and its tuner keep the same record PEFT's own switch would leave.
+        setattr(self.stage.peft, "active_adapter", name)  # noqa: B010 (typed as a module attribute)
+        setattr(self.stage.peft.base_model, "active_adapter", name)  # noqa: B010
         self.active = name
+
+    def switch_seconds(self, repeats: int) -> float:
+        """Measured mean seconds of one `serve` between this server's clients (0 with fewer than two)."""
+        names = list(self.cuts)
+        if len(names) < 2:
+            return 0.0
+        active = self.active
+        seconds = measure_switch_s(self.serve, names, repeats)
+        if active is not None:
+            self.serve(active)
+        return seconds
 
     def parameters_of(self, name: str) -> list[nn.Parameter]:
         assert self.stage is not None

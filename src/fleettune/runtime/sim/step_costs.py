@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedModel
 
 from fleettune.fleet import Fleet
-from fleettune.fleet.cost import compute_s, downlink_s, measure_switch_s, uplink_s
+from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.fleet.flops import FlopCache
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.lora import LoraSpec
@@ -51,8 +51,7 @@ def fleet_step_phases(
         names = [f"client{i}" for i in range(len(fleet.devices))]
         for name, device in zip(names, fleet.devices, strict=True):
             shared.add_client(name, int(device.cut_layer))
-        assert shared.stage is not None
-        switch_s = measure_switch_s(shared.stage.peft, names, SWITCH_REPEATS)
+        switch_s = shared.switch_seconds(SWITCH_REPEATS)
     phases = []
     for device in fleet.devices:
         client_flops, server_flops, up, down = per_cut[int(device.cut_layer)]

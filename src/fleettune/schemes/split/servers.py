@@ -8,7 +8,6 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedModel
 
-from fleettune.fleet.cost import measure_switch_s
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, join_adapter, read_adapter, split_adapter, write_adapter
 from fleettune.models.layout import StackLayout
@@ -103,10 +102,7 @@ class PerClientAdapters(_Metered):
             self.server.add_client(self.names[client], cut)
         if switch_s is None:
             # Measured once, so that the virtual clock is the same on every run of this set-up.
-            names = list(self.names.values())
-            assert self.server.stage is not None
-            peft = self.server.stage.peft
-            switch_s = measure_switch_s(peft, names, SWITCH_REPEATS) if len(names) > 1 else 0.0
+            switch_s = self.server.switch_seconds(SWITCH_REPEATS)
         self.switch_s = switch_s
         self.lr = lr
         self.optimizers = {
