@@ -52,3 +52,20 @@ def test_set_values_parse_like_toml() -> None:
     assert parse_value("3") == 3 and parse_value("1e-3") == 0.001 and parse_value("true") is True
     assert parse_value('["q", "v"]') == ["q", "v"]
     assert parse_value("iid") == "iid"
+
+
+def test_compression_keys_are_checked_when_the_config_is_built() -> None:
+    config = build_config(
+        overrides=["compression.activations=int8", "compression.unpad=true", "compression.updates=topk:0.1"]
+    )
+    assert (config.compression.activations, config.compression.unpad, config.compression.updates) == (
+        "int8",
+        True,
+        "topk:0.1",
+    )
+    with pytest.raises(ConfigError, match=r"compression\.activations: unknown codec 'int9'; expected .*int8"):
+        build_config(overrides=["compression.activations=int9"])
+    with pytest.raises(ConfigError, match=r"compression\.gradients: bad codec 'topk:2'"):
+        build_config(overrides=["compression.gradients=topk:2"])
+    with pytest.raises(ConfigError, match=r"compression\.zip"):
+        build_config(overrides=["compression.zip=true"])

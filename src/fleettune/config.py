@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -26,6 +28,35 @@ class LoraSettings(BaseModel):
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     targets: list[str] | None = None
+
+
+def _codec_spec(key: str, spec: str, parse: Callable[[str, str], object]) -> str:
+    try:
+        parse(spec, key)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix(f"{key}: ")) from None
+    return spec
+
+
+class CompressionSettings(BaseModel):
+    """Codecs of what crosses the network: cut tensors each way (and unpadding), aggregation updates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    activations: str = "fp32"
+    gradients: str = "fp32"
+    unpad: bool = False
+    updates: str = "fp32"
+
+    @field_validator("activations", "gradients")
+    @classmethod
+    def _cut_codec(cls, value: str, info: ValidationInfo) -> str:
+        return _codec_spec(f"compression.{info.field_name}", value, parse_cut_codec)
+
+    @field_validator("updates")
+    @classmethod
+    def _update_codec(cls, value: str) -> str:
+        return _codec_spec("compression.updates", value, parse_update_codec)
 
 
 class RunConfig(BaseModel):
@@ -55,6 +86,7 @@ class RunConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)  # AdamW's usual default
     lr_schedule: Literal["constant", "onecycle"] = "onecycle"
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
     max_length: int = Field(128, ge=2)
     padding: Literal["longest", "max_length"] = "longest"  # max_length: fixed-size batches and cut tensors
     aggregate_every: int = Field(1, ge=1)

@@ -10,11 +10,13 @@ from functools import partial
 import torch
 from transformers import PreTrainedModel
 
+from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
 from fleettune.errors import ConfigError, FleetError, InputError
 from fleettune.fleet import Fleet, load_fleet
 from fleettune.fleet.feasibility import ClientMemoryModel, resolve_cuts
+from fleettune.messages import CutWire
 from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
@@ -173,9 +175,20 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         scheduler=config.scheduler,
         cluster_size=config.cluster_size,
         switch_s=None if config.switch_ms is None else config.switch_ms / 1000,
+        wire=cut_wire(config),
+        updates=parse_update_codec(config.compression.updates),
     )
     trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
     return PreparedRun(config, fleet, trimmed, setup, source, num_layers)
+
+
+def cut_wire(config: RunConfig) -> CutWire:
+    settings = config.compression
+    return CutWire(
+        parse_cut_codec(settings.activations, "compression.activations"),
+        parse_cut_codec(settings.gradients, "compression.gradients"),
+        settings.unpad,
+    )
 
 
 def execute(prepared: PreparedRun) -> SchemeResult:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from fleettune.cli.main import main
-from fleettune.codec import encode_state
 
 TOP_KEYS = {
     "fleettune_version", "scheme", "seed", "config", "model", "dataset", "fleet", "history", "final",
@@ -72,6 +71,7 @@ def test_fl_report_has_every_contract_key(fl_report: dict) -> None:
 
 
 def test_fl_uplink_is_clients_times_rounds_times_adapter_payload(fl_report: dict) -> None:
+    from fleettune.compression import UpdateLink, parse_update_codec
     from fleettune.models.adapters import read_adapter
     from fleettune.models.catalog import resolve_model
     from fleettune.models.loading import load_task_model
@@ -84,7 +84,8 @@ def test_fl_uplink_is_clients_times_rounds_times_adapter_payload(fl_report: dict
         LoraSpec(),
         Task.CLASSIFICATION,
     )
-    payload = len(encode_state(read_adapter(model.peft)))
+    state = read_adapter(model.peft)
+    payload = len(UpdateLink(parse_update_codec("fp32"), state).send(state))
     comm = fl_report["communication_bytes"]
     assert comm["uplink"] == 3 * 2 * payload
     assert comm["downlink"] == 3 * 2 * payload

@@ -37,5 +37,5 @@ def test_compare_needs_schemes(tiny_model_dir: Path, tiny_data_dir: Path, tmp_pa
 def test_schedule_prints_each_policy_and_the_bound(tiny_model_dir: Path, capsys) -> None:
     main(["schedule", "--fleet", "paper6", "--model", str(tiny_model_dir), "--max-length", "16", "--batch-size", "4"])
     out = capsys.readouterr().out
-    for word in ("fifo", "greedy", "schrage", "optimal", "preemptive bound", "jetson-nano"):
+    for word in ("fifo", "greedy", "schrage", "optimal", "preemptive bound", "splitfed copies", "jetson-nano"):
         assert word in out

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 
-from fleettune.messages import CutActivations
+from fleettune.compression import parse_cut_codec
+from fleettune.messages import CutActivations, CutGradients, CutWire
 from fleettune.runtime.events import Activity
 from tests.schemes.conftest import RunScheme
 
@@ -67,3 +69,21 @@ def test_activation_message_round_trip() -> None:
     back = CutActivations.decode(message.encode())
     assert back.client == "dev-1" and back.step == 7
     assert torch.equal(back.hidden, message.hidden) and torch.equal(back.labels, message.labels)
+
+
+def test_cut_messages_through_codecs_and_unpadding() -> None:
+    hidden = torch.randn(2, 6, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    hidden = hidden * mask[..., None]  # what a server sees from padded rows does not matter; keep them zero
+    labels = torch.tensor([1, 0])
+    unpadded = CutWire(unpad=True)
+    back = CutActivations.decode(CutActivations("c", 3, hidden, mask, labels).encode(unpadded))
+    assert torch.equal(back.hidden, hidden) and torch.equal(back.attention_mask, mask)
+    grads = CutGradients("c", 3, hidden)
+    assert torch.equal(CutGradients.decode(grads.encode(unpadded, mask)).grad, hidden)
+    with pytest.raises(ValueError, match="attention mask"):
+        grads.encode(unpadded)
+    int8 = CutWire(parse_cut_codec("int8"), parse_cut_codec("int8"))
+    lossy = CutActivations.decode(CutActivations("c", 3, hidden, mask, labels).encode(int8)).hidden
+    assert (lossy - hidden).abs().max() <= hidden.abs().amax(-1, keepdim=True).max() / 254 + 1e-6
+    assert not int8.lossless and unpadded.lossless

@@ -1,5 +1,14 @@
 """Aggregation of adapter states across clients."""
 
 from fleettune.aggregation.fedavg import fedavg, sample_weights
+from fleettune.aggregation.hetero import flora_stack, hetlora_aggregate, hetlora_truncate, lora_deltas, merge_into
 
-__all__ = ["fedavg", "sample_weights"]
+__all__ = [
+    "fedavg",
+    "flora_stack",
+    "hetlora_aggregate",
+    "hetlora_truncate",
+    "lora_deltas",
+    "merge_into",
+    "sample_weights",
+]

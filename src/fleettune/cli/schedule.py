@@ -19,7 +19,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.runner import _resolve_cuts
 from fleettune.runtime.sim.step_costs import fleet_step_phases
-from fleettune.scheduling import SCHEDULERS, Job, compare_policies
+from fleettune.scheduling import SCHEDULERS, Job, compare_policies, processor_sharing
 
 Opt = typer.Option
 
@@ -51,6 +51,10 @@ def schedule(
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)
     optimal = makespans["optimal"]
+    # SplitFed-V1's server copies share the server instead (no adapter switch): for comparison.
+    copies = [Job(p.client, p.release_s, p.server_s, p.tail_s) for p in phases]
+    done = processor_sharing(copies)
+    sharing = max(done[job.id] + job.tail_s for job in copies)
     console = Console()
     devices_table = Table(title=f"{devices.name} on {source.name}: one step, batch {batch_size} x {max_length} tokens")
     for column in ("device", "cut", "release r (ms)", "server p (ms)", "tail q (ms)"):
@@ -70,4 +74,5 @@ def schedule(
     for name in policies:
         table.add_row(name, f"{makespans[name] * 1e3:.2f}", f"{makespans[name] / optimal:.4f}")
     table.add_row("preemptive bound", f"{makespans['bound'] * 1e3:.2f}", f"{makespans['bound'] / optimal:.4f}")
+    table.add_row("splitfed copies (sharing)", f"{sharing * 1e3:.2f}", f"{sharing / optimal:.4f}")
     console.print(table)

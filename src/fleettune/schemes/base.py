@@ -9,8 +9,10 @@ from typing import Protocol
 import numpy as np
 from transformers import PreTrainedModel
 
+from fleettune.compression import Codec, parse_update_codec
 from fleettune.data import Split
 from fleettune.fleet import Device, Hardware
+from fleettune.messages import FP32_PADDED, CutWire
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.registry import Registry
@@ -71,6 +73,8 @@ class RunSetup:
     scheduler: str = "schrage"  # server order policy of `mesfl`
     cluster_size: int = 3  # clients per cluster in `cpsl`
     switch_s: float | None = None  # adapter switch cost on the shared server; None: measured once
+    wire: CutWire = FP32_PADDED  # how cut tensors travel
+    updates: Codec = field(default_factory=lambda: parse_update_codec("fp32"))  # how adapter traffic travels
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from fleettune.aggregation import fedavg, sample_weights
-from fleettune.codec import decode_state, encode_state
+from fleettune.codec import encode_state
+from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
-from fleettune.models.adapters import read_adapter, write_adapter
+from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
@@ -41,17 +42,23 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     sim_time = 0.0
     book = FlopBook()
     result = None
+    # Per client and direction: lossy codecs send updates from the state both ends last agreed on.
+    downlinks = {c.id: UpdateLink(setup.updates, global_state) for c in setup.clients}
+    uplinks = {c.id: UpdateLink(setup.updates, global_state) for c in setup.clients}
     for round_index in range(plan.rounds):
         chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
-        downlink = encode_state(global_state)
         payloads: list[bytes] = []
+        views: list[AdapterState] = []
         counts: list[int] = []
         losses: list[float] = []
         slowest = 0.0
         for index in chosen:
             client = setup.clients[index]
+            downlink = downlinks[client.id].send(global_state)
             traffic.down(client.id, downlink)
-            write_adapter(model.peft, decode_state(downlink))
+            delivered = downlinks[client.id].receive(downlink)
+            uplinks[client.id].rebase(delivered)
+            write_adapter(model.peft, delivered)
             steps = plan.local_steps
             if plan.local_epochs is not None:
                 steps = max(1, round(plan.local_epochs * setup.batches.steps_per_epoch(client.train)))
@@ -68,9 +75,10 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 received_bytes=len(downlink),
                 flop_book=book,
             )
-            upload = encode_state(read_adapter(model.peft))
+            upload = uplinks[client.id].send(read_adapter(model.peft))
             traffic.up(client.id, upload)
             payloads.append(upload)
+            views.append(uplinks[client.id].receive(upload))
             counts.append(len(client.train))
             losses.append(run.mean_loss)
             device = client.device
@@ -83,7 +91,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             previous = client_memory.get(client.id)
             client_memory[client.id] = run.memory if previous is None else previous.peak_with(run.memory)
             slowest = max(slowest, busy)
-        global_state = fedavg([decode_state(p) for p in payloads], sample_weights(counts))
+        global_state = fedavg(views, sample_weights(counts))
         # Averaging is priced like every other computation: 2 FLOPs per value per client.
         aggregation_s = compute_s(2 * sum(t.numel() for t in global_state.values()) * len(payloads), setup.server)
         energy.server_busy(setup.server.power_w, aggregation_s)

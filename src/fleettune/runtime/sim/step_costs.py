@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from fleettune.fleet import Fleet
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.fleet.flops import FlopCache
-from fleettune.messages import CutActivations, CutGradients
+from fleettune.messages import FP32_PADDED, CutActivations, CutGradients, CutWire
 from fleettune.models.lora import LoraSpec
 from fleettune.models.shared_server import SharedServer
 from fleettune.models.stages import Task, split_model
@@ -27,14 +27,19 @@ def fleet_step_phases(
     task: Task,
     batch_size: int,
     seq_len: int,
+    wire: CutWire = FP32_PADDED,
+    real_tokens: int | None = None,
 ) -> list[StepPhases]:
-    """Phases of one step of every device at its (integer) cut, on a full (unpadded) batch shape."""
+    """Phases of one step of every device at its (integer) cut, on a batch of `seq_len` tokens of
+    which the first `real_tokens` (default: all) are real; cut tensors travel as `wire` says."""
     cuts = sorted({int(d.cut_layer) for d in fleet.devices})
     base = new_model()
     vocab = int(base.config.vocab_size)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1, vocab, (batch_size, seq_len), generator=generator)
     mask = torch.ones_like(ids)
+    if real_tokens is not None:
+        mask[:, max(1, real_tokens) :] = 0
     labels = torch.zeros(batch_size, dtype=torch.long)
     flops = FlopCache()
     per_cut = {}
@@ -42,8 +47,8 @@ def fleet_step_phases(
         client, server = split_model(copy.deepcopy(base), cut, lora, task)
         client_flops, server_flops = flops.split(client, server, ids, mask, labels)
         hidden = client(ids, mask).detach()  # (B, T, H)
-        up = len(CutActivations("x", 0, hidden, mask, labels).encode())
-        down = len(CutGradients("x", 0, torch.zeros_like(hidden)).encode())
+        up = len(CutActivations("x", 0, hidden, mask, labels).encode(wire))
+        down = len(CutGradients("x", 0, torch.randn_like(hidden)).encode(wire, mask))
         per_cut[cut] = (client_flops, server_flops, up, down)
     switch_s = 0.0
     if len(fleet.devices) > 1:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fleettune.aggregation import fedavg, sample_weights
-from fleettune.codec import decode_state, encode_state
+from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, read_adapter, split_adapter, write_adapter
@@ -49,6 +49,14 @@ class SplitContext:
     step_losses: list[float] = field(default_factory=list)
     steps_done: int = 0
     started: float = field(default_factory=time.perf_counter)
+    uplinks: dict[str, UpdateLink] = field(default_factory=dict)  # client-side adapters, client to server
+    downlinks: dict[str, UpdateLink] = field(default_factory=dict)  # their new values, server to client
+
+    def __post_init__(self) -> None:
+        for client in self.clients:
+            start = client.read()
+            self.uplinks[client.id] = UpdateLink(self.setup.updates, start)
+            self.downlinks[client.id] = UpdateLink(self.setup.updates, start)
 
     @property
     def layout(self) -> StackLayout:
@@ -114,7 +122,7 @@ def forward(ctx: SplitContext, client: SplitClient) -> Forwarded:
     batch = client.next_batch()
     key = ("client-forward", client.cut, *batch.input_ids.shape)
     flops, message = ctx.flops.run(key, lambda: client.forward(batch, ctx.steps_done))
-    payload = message.encode()
+    payload = message.encode(ctx.setup.wire)
     ctx.traffic.up(client.id, payload)
     return Forwarded(client, payload, compute_s(flops, client.device.hardware), uplink_s(client.device, len(payload)))
 
@@ -133,7 +141,7 @@ def serve(ctx: SplitContext, sent: Forwarded, loss_weight: float = 1.0) -> Serve
     message = CutActivations.decode(sent.payload)
     key = ("server", sent.client.cut, *message.attention_mask.shape)
     flops, (grads, loss, switch_s) = ctx.flops.run(key, lambda: ctx.server.process(message, loss_weight))
-    payload = grads.encode()
+    payload = grads.encode(ctx.setup.wire, message.attention_mask)
     ctx.traffic.down(sent.client.id, payload)
     return Served(payload, loss, len(message.labels), compute_s(flops, ctx.setup.server), switch_s)
 
@@ -171,10 +179,11 @@ def upload_parts(ctx: SplitContext, clients: Sequence[SplitClient], round_index:
     seconds = {}
     views = []
     for client in clients:
-        payload = encode_state(client.read())
+        link = ctx.uplinks[client.id]
+        payload = link.send(client.read())
         ctx.traffic.up(client.id, payload)
         seconds[client.id] = uplink_s(client.device, len(payload))
-        view = decode_state(payload)
+        view = link.receive(payload)
         view.update(ctx.server.server_part(client.id))
         views.append(view)
     ctx.advance(transfers(seconds, Activity.ADAPTER_UPLINK, round_index, ctx.now_s), round_index)
@@ -186,10 +195,13 @@ def download_parts(ctx: SplitContext, clients: Sequence[SplitClient], full: Adap
     seconds = {}
     for client in clients:
         part, _ = split_adapter(full, ctx.layout, client.cut)
-        payload = encode_state(part)
+        link = ctx.downlinks[client.id]
+        payload = link.send(part)
         ctx.traffic.down(client.id, payload)
         seconds[client.id] = downlink_s(client.device, len(payload))
-        client.write(decode_state(payload))
+        delivered = link.receive(payload)
+        client.write(delivered)
+        ctx.uplinks[client.id].rebase(delivered)  # the client's next update is measured from here
         client.received_peak = max(client.received_peak, len(payload))
     ctx.advance(transfers(seconds, Activity.ADAPTER_DOWNLINK, round_index, ctx.now_s), round_index)
 
