@@ -3,7 +3,9 @@
     python benchmarks/casestudy/run.py --model minilm --lr 1e-3 --out benchmarks/casestudy/results/minilm-lr1e-3
 
 Writes one report per scheme, results.json (headline numbers, ratios, the fl memory check) and
-plots into --out. Runs stop at the target accuracy (or after --max-rounds).
+plots into --out. Runs stop at the target accuracy (or after --max-rounds). Schemes listed in
+--short run only --short-rounds rounds: enough for their memory and their virtual time per round
+(constant here: every batch has the same padded shape). --reuse keeps the reports already in --out.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--max-eval-samples", type=int, default=1000)
     parser.add_argument("--partition", default="iid")
+    parser.add_argument("--short", default="", help="schemes run for --short-rounds rounds only")
+    parser.add_argument("--short-rounds", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    short = set(filter(None, args.short.split(",")))
 
     common: dict[str, Any] = {
         "model": args.model,
@@ -67,11 +73,23 @@ def main() -> None:
     reports: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     for scheme in args.schemes.split(","):
+        existing = args.out / scheme / "report.json"
+        if args.reuse and existing.exists():
+            reports[scheme] = json.loads(existing.read_text())
+            continue
         flags = {**common, "scheme": scheme}
         if scheme == "fl":
             flags["local_steps"] = 1  # one batch per client per round, like the split schemes
+        if scheme in short:
+            flags.update(rounds=args.short_rounds, stop_at_target=False, eval_every=args.short_rounds)
         reports[scheme] = train_one(build_config(flags=flags), args.out / scheme)
     numbers = comparison(reports)
+    for scheme, report in reports.items():
+        history = report["history"]
+        numbers[scheme]["rounds"] = len(history)
+        numbers[scheme]["sim_time_per_round_s"] = history[-1]["sim_time_s"] / len(history)
+        reached = [h["round"] for h in history if h["accuracy"] is not None and h["accuracy"] >= 0.89]
+        numbers[scheme]["rounds_to_target"] = reached[0] if reached else None
 
     def get(scheme: str, key: str) -> float | None:
         return numbers.get(scheme, {}).get(key)
@@ -98,10 +116,18 @@ def main() -> None:
             }
             for d in fleet.devices
         }
+    per_round = {
+        f"time_per_round_mesfl_over_{other}": _ratio(
+            get("mesfl", "sim_time_per_round_s"), get(other, "sim_time_per_round_s")
+        )
+        for other in ("cpsl", "splitfed", "sl")
+    }
     results = {
-        "settings": common,
+        "settings": {k: v for k, v in common.items() if k != "data_dir"},
+        "short_runs": sorted(short & set(reports)),
         "schemes": numbers,
         "ratios": {k: {"ours": ours[k], "paper": PAPER[k]} for k in PAPER},
+        "per_round_time_ratios": per_round,
         "fl_memory_feasibility": feasibility,
         "benchmark_wall_time_s": time.perf_counter() - started,
     }

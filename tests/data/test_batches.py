@@ -97,3 +97,15 @@ def test_pad_to_max_length_gives_fixed_size_batches(minilm_tokenizer) -> None:
     batch = next(batcher.batches(2, shuffle=False, rng=None))
     assert batch.input_ids.shape == (2, 16)
     assert batch.attention_mask.sum(dim=1).tolist()[0] < 16
+
+
+def test_length_order_batches_similar_lengths_and_keeps_labels_with_rows(minilm_tokenizer: Any) -> None:
+    texts = ["a b c d e f g h", "a", "a b c d", "a b", "a b c d e f", "a b c"]
+    batcher = Batcher(minilm_tokenizer, texts, [0, 1, 2, 3, 4, 5], max_length=32)
+    order = batcher.by_length()
+    assert order.tolist() == [1, 3, 5, 2, 4, 0]
+    batches = list(batcher.batches(2, shuffle=False, rng=None, order=order))
+    assert [b.labels.tolist() for b in batches] == [[1, 3], [5, 2], [4, 0]]
+    assert [b.input_ids.shape[1] for b in batches] == [4, 6, 10]  # [CLS] + words + [SEP], padded per batch
+    with pytest.raises(ValueError, match="permutation"):
+        next(batcher.batches(2, shuffle=False, rng=None, order=order[:3]))

@@ -65,6 +65,12 @@ class Batcher:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def by_length(self) -> np.ndarray:
+        """Row indices from shortest to longest text (stable): batches of similar lengths pad little."""
+        return np.argsort(
+            np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self)), kind="stable"
+        )
+
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
@@ -74,11 +80,16 @@ class Batcher:
         shuffle: bool,
         rng: np.random.Generator | None,
         drop_last: bool = False,
+        order: np.ndarray | None = None,
     ) -> Iterator[Batch]:
-        """One epoch of batches; ``shuffle`` draws the order from ``rng`` (required then)."""
+        """One epoch of batches; ``shuffle`` draws the order from ``rng`` (required then), else
+        ``order`` (a permutation of the rows) or the rows' own order is used."""
         if batch_size < 1:
             raise ValueError(f"batch_size is {batch_size}; expected at least 1")
-        if shuffle:
+        if order is not None:
+            if shuffle or sorted(order.tolist()) != list(range(len(self))):
+                raise ValueError("order must be a permutation of the rows, and not combined with shuffle")
+        elif shuffle:
             if rng is None:
                 raise ValueError("shuffle=True needs an rng")
             order = rng.permutation(len(self))

@@ -27,7 +27,13 @@ class Evaluator:
         self.batch_size = batch_size
 
     def __call__(self, logits_fn: LogitsFn) -> EvalResult:
-        predictions, labels = predict(logits_fn, self.test.batches(self.batch_size, shuffle=False, rng=None))
+        # Batches of similar lengths waste little on padding; results go back to the split's row order.
+        order = self.test.by_length()
+        batches = self.test.batches(self.batch_size, shuffle=False, rng=None, order=order)
+        sorted_predictions, sorted_labels = predict(logits_fn, batches)
+        predictions = np.empty_like(sorted_predictions)
+        labels = np.empty_like(sorted_labels)
+        predictions[order], labels[order] = sorted_predictions, sorted_labels
         return EvalResult(
             score(predictions, labels, self.num_labels), per_client_accuracy(predictions, labels, self.shares)
         )
