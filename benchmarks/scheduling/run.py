@@ -30,12 +30,15 @@ BATCH, LENGTH = 16, 128
 
 
 def fleets() -> dict[str, Fleet]:
-    """The case study's fleet, and generated fleets where the server is loaded (many clients, fast links)."""
+    """The case study's fleet, and generated fleets with every device at cut 1 (the server runs all
+    other layers) where the server is loaded: many clients, fast links."""
     return {
         "paper6": load_fleet("paper6"),
-        "gen20 (100 Mbps)": generate_fleet(20, 1),
-        "gen60 (1 Gbps)": generate_fleet(60, 2, uplink_mbps=1000.0, downlink_mbps=1000.0),
-        "gen60 (200-1000 Mbps)": generate_fleet(60, 3, uplink_mbps=(200.0, 1000.0), downlink_mbps=(200.0, 1000.0)),
+        "gen20 cut 1 (100 Mbps)": generate_fleet(20, 1, cut_layer=1),
+        "gen60 cut 1 (1 Gbps)": generate_fleet(60, 2, uplink_mbps=1000.0, downlink_mbps=1000.0, cut_layer=1),
+        "gen60 cut 1 (200-1000 Mbps)": generate_fleet(
+            60, 3, uplink_mbps=(200.0, 1000.0), downlink_mbps=(200.0, 1000.0), cut_layer=1
+        ),
     }
 
 
