@@ -73,6 +73,9 @@ class RunConfig(BaseModel):
     label_column: str = "label"
     fleet: str = "paper6"
     cut_layer: int | None = Field(None, ge=1)  # overrides every device's cut when given
+    availability: float | None = Field(None, ge=0, le=1)  # overrides every device's availability (and trace)
+    drop_probability: float | None = Field(None, ge=0, le=1)  # overrides every device's drop probability
+    deadline_s: float | None = Field(None, gt=0)  # round deadline in virtual seconds; None: no deadline
     clients: int | None = Field(None, ge=1)
     client_fraction: float = Field(1.0, gt=0, le=1)
     partition: str = "iid"

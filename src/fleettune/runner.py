@@ -49,12 +49,24 @@ def _fleet_for(config: RunConfig) -> Fleet:
         fleet = fleet.resized(config.clients)
     if config.cut_layer is not None:
         fleet = replace(fleet, devices=tuple(replace(d, cut_layer=config.cut_layer) for d in fleet.devices))
+    if config.availability is not None:
+        chance = config.availability
+        fleet = replace(
+            fleet, devices=tuple(replace(d, availability=chance, offline_rounds=frozenset()) for d in fleet.devices)
+        )
+    if config.drop_probability is not None:
+        drop = config.drop_probability
+        fleet = replace(fleet, devices=tuple(replace(d, drop_probability=drop) for d in fleet.devices))
     return fleet
 
 
 def _resolve_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[int], int] | None) -> Fleet:
     """Integer cuts checked against the model's depth (and, given a memory model, each device's
-    memory); "auto" becomes the deepest cut that fits."""
+    memory); "auto" becomes the deepest cut that fits. A run trains every device at the run's LoRA rank,
+    so `lora_rank = "auto"` (which `fleettune plan` resolves) stands for that rank here."""
+    fleet = replace(
+        fleet, devices=tuple(replace(d, lora_rank=None) if d.lora_rank == "auto" else d for d in fleet.devices)
+    )
     if memory_of_cut is None:
         for device in fleet.devices:
             if isinstance(device.cut_layer, int):
@@ -132,12 +144,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     probe = new_model()
     num_layers = int(probe.config.num_hidden_layers)
     del probe
-    lora = LoraSpec(
-        rank=config.lora.rank,
-        alpha=config.lora.alpha,
-        dropout=config.lora.dropout,
-        targets=tuple(config.lora.targets) if config.lora.targets else None,
-    )
+    lora = lora_spec(config)
     needs_memory = config.scheme in SPLIT_SCHEMES or any(d.cut_layer == "auto" for d in fleet.devices)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION) if needs_memory else None
     fleet = _resolve_cuts(fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None)
@@ -177,9 +184,17 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         switch_s=None if config.switch_ms is None else config.switch_ms / 1000,
         wire=cut_wire(config),
         updates=parse_update_codec(config.compression.updates),
+        deadline_s=config.deadline_s,
     )
     trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
     return PreparedRun(config, fleet, trimmed, setup, source, num_layers)
+
+
+def lora_spec(config: RunConfig) -> LoraSpec:
+    """The run's LoRA setting."""
+    settings = config.lora
+    targets = tuple(settings.targets) if settings.targets else None
+    return LoraSpec(rank=settings.rank, alpha=settings.alpha, dropout=settings.dropout, targets=targets)
 
 
 def cut_wire(config: RunConfig) -> CutWire:

@@ -57,7 +57,13 @@ def test_fl_report_has_every_contract_key(fl_report: dict) -> None:
         "train_loss",
         "accuracy",
         "macro_f1",
+        "participants",
+        "offline",
+        "dropped_deadline",
+        "dropped_disconnect",
     }
+    assert all(len(h["participants"]) == 3 and not h["offline"] for h in fl_report["history"])
+    assert fl_report["participation"]["client_rounds"] == 6 and fl_report["participation"]["dropped"]["total"] == 0
     final = fl_report["final"]
     ids = [d["id"] for d in fl_report["fleet"]["devices"]]
     assert len(ids) == 3 and set(final["per_client_accuracy"]) == set(ids)

@@ -36,6 +36,17 @@ def test_custom_device_numbers_override_the_catalogue(tmp_path: Path) -> None:
     assert fleet.devices[0].cut_layer == "auto"
 
 
+def test_lora_rank_is_an_integer_auto_or_unset(tmp_path: Path) -> None:
+    path = tmp_path / "ranks.toml"
+    path.write_text(
+        'name = "ranks"\n[server]\nkind = "rtx-4080-super"\n'
+        '[[device]]\nid = "a"\nkind = "jetson-nano"\nlora_rank = "auto"\n'
+        '[[device]]\nid = "b"\nkind = "jetson-nano"\nlora_rank = 8\n'
+        '[[device]]\nid = "c"\nkind = "jetson-nano"\n'
+    )
+    assert [d.lora_rank for d in load_fleet(str(path)).devices] == ["auto", 8, None]
+
+
 def test_resized_fleet_cycles_devices_with_unique_ids() -> None:
     fleet = load_fleet("paper6").resized(8)
     ids = [d.id for d in fleet.devices]
@@ -56,6 +67,16 @@ def test_resized_fleet_cycles_devices_with_unique_ids() -> None:
             'name = "x"\n[server]\nkind = "rtx-4080-super"\n[[device]]\nid = "a"\nkind = "jetson-nano"\n'
             '[[device]]\nid = "a"\nkind = "jetson-nano"\n',
             "unique",
+        ),
+        (
+            'name = "x"\n[server]\nkind = "rtx-4080-super"\n'
+            '[[device]]\nid = "a"\nkind = "jetson-nano"\nlora_rank = "big"\n',
+            'lora_rank must be an integer >= 1 or "auto"',
+        ),
+        (
+            'name = "x"\n[server]\nkind = "rtx-4080-super"\n'
+            '[[device]]\nid = "a"\nkind = "jetson-nano"\nlora_rank = 0\n',
+            "lora_rank must be >= 1",
         ),
     ],
 )

@@ -32,6 +32,7 @@ def _root() -> None:
 def _register() -> None:
     if app.registered_commands:
         return
+    from fleettune.cli.plan import plan
     from fleettune.cli.run import run
     from fleettune.cli.schedule import schedule
 
@@ -40,6 +41,7 @@ def _register() -> None:
         "compare", help="Run several schemes on identical settings; write their reports, comparison.json and plots."
     )(run)
     app.command("schedule")(schedule)
+    app.command("plan")(plan)
 
 
 def _fail(message: str, code: int) -> None:

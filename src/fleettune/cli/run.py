@@ -109,7 +109,8 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
 
         def on_round(record: RoundRecord) -> None:
             accuracy = "" if record.accuracy is None else f" acc {record.accuracy:.4f}"
-            progress.update(task, advance=1, status=f"loss {record.train_loss:.4f}{accuracy}")
+            loss = "no update" if record.train_loss is None else f"loss {record.train_loss:.4f}"
+            progress.update(task, advance=1, status=f"{loss}{accuracy}")
 
         # Every input is checked before the bar shows, so a user mistake prints one line only.
         prepared = prepare(resolved, on_round)

@@ -68,8 +68,13 @@ class ClientMemoryModel:
         return lambda cut: self.bytes_at(cut, batch_size, seq_len)
 
 
+def memory_budget_bytes(device: Device) -> int:
+    """The bytes a client stage may use on `device`: all of its memory."""
+    return int(device.hardware.memory_gib * GIB)
+
+
 def _fits(device: Device, needed_bytes: int) -> bool:
-    return needed_bytes <= device.hardware.memory_gib * GIB
+    return needed_bytes <= memory_budget_bytes(device)
 
 
 def _deepest_fitting_cut(device: Device, num_layers: int, memory_of_cut: Callable[[int], int]) -> int:

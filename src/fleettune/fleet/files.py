@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fleettune.config import read_toml, tomllib
 from fleettune.errors import FleetError
+from fleettune.fleet.availability import read_trace
 from fleettune.fleet.profiles import Device, Hardware, Link, hardware
 
 
@@ -39,10 +40,19 @@ class _MachineEntry(BaseModel):
 class _DeviceEntry(_MachineEntry):
     id: str
     cut_layer: int | str = 1
-    lora_rank: int | None = Field(None, ge=1)
+    lora_rank: int | str | None = None
     uplink_mbps: float = Field(100.0, gt=0)
     downlink_mbps: float = Field(100.0, gt=0)
     latency_ms: float = Field(5.0, ge=0)
+    availability: float = Field(1.0, ge=0, le=1)
+    availability_trace: str | None = None
+    drop_probability: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _availability(self) -> _DeviceEntry:
+        if self.availability_trace is not None and "availability" in self.model_fields_set:
+            raise ValueError("give availability or availability_trace, not both")
+        return self
 
     @model_validator(mode="after")
     def _cut(self) -> _DeviceEntry:
@@ -50,6 +60,14 @@ class _DeviceEntry(_MachineEntry):
             raise ValueError('cut_layer must be an integer >= 1 or "auto"')
         if isinstance(self.cut_layer, int) and self.cut_layer < 1:
             raise ValueError("cut_layer must be >= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _rank(self) -> _DeviceEntry:
+        if isinstance(self.lora_rank, str) and self.lora_rank != "auto":
+            raise ValueError('lora_rank must be an integer >= 1 or "auto"')
+        if isinstance(self.lora_rank, int) and self.lora_rank < 1:
+            raise ValueError("lora_rank must be >= 1")
         return self
 
 
@@ -76,7 +94,9 @@ class Fleet:
         return Fleet(f"{self.name}x{count}", self.server, devices)
 
 
-def parse_fleet(tree: dict[str, Any], source: str) -> Fleet:
+def parse_fleet(tree: dict[str, Any], source: str, base: Path | None = None) -> Fleet:
+    """A fleet from a parsed TOML tree; availability traces are read relative to `base` (default: the
+    working directory)."""
     try:
         parsed = _FleetFile.model_validate(tree)
     except ValidationError as exc:
@@ -87,6 +107,8 @@ def parse_fleet(tree: dict[str, Any], source: str) -> Fleet:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise FleetError(f"{source}: device ids must be unique; repeated: {', '.join(duplicates)}")
+    named = sorted({d.availability_trace for d in parsed.device if d.availability_trace is not None})
+    traces = {name: read_trace((base or Path()) / name, ids) for name in named}
     devices = tuple(
         Device(
             id=d.id,
@@ -94,6 +116,9 @@ def parse_fleet(tree: dict[str, Any], source: str) -> Fleet:
             link=Link(d.uplink_mbps, d.downlink_mbps, d.latency_ms),
             cut_layer=d.cut_layer,
             lora_rank=d.lora_rank,
+            availability=d.availability,
+            drop_probability=d.drop_probability,
+            offline_rounds=traces[d.availability_trace].get(d.id, frozenset()) if d.availability_trace else frozenset(),
         )
         for d in parsed.device
     )
@@ -118,5 +143,5 @@ def load_fleet(name_or_path: str) -> Fleet:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise FleetError(f"fleet file {path} does not exist")
-        return parse_fleet(read_toml(path), str(path))
+        return parse_fleet(read_toml(path), str(path), path.parent)
     raise FleetError(f"unknown fleet {name_or_path!r}; expected a TOML file or one of: {', '.join(shipped_fleets())}")

@@ -34,13 +34,16 @@ class Link:
 
 @dataclass(frozen=True)
 class Device:
-    """One IoT device of a fleet: its hardware, link, cut layer and LoRA rank."""
+    """One IoT device of a fleet: its hardware, link, cut layer, LoRA rank and availability."""
 
     id: str
     hardware: Hardware
     link: Link
-    cut_layer: int | str = 1  # an int, or "auto" (chosen by the planner)
-    lora_rank: int | None = None  # None: the run's rank
+    cut_layer: int | str = 1  # an int, or "auto" (chosen when the run or the planner resolves cuts)
+    lora_rank: int | str | None = None  # an int, "auto" (chosen by the planner), or None: the run's rank
+    availability: float = 1.0  # probability of being online in a round
+    drop_probability: float = 0.0  # probability that, online, it disconnects during a round
+    offline_rounds: frozenset[int] = frozenset()  # rounds (from 1) its availability trace marks offline
 
 
 # Peak fp32 TFLOPS from public specifications (FACTS section 1); memory and typical power likewise.

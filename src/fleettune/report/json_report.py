@@ -14,6 +14,7 @@ from fleettune.config import resolved_dict
 from fleettune.runner import PreparedRun
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.sim.participation import ParticipationTotals
 from fleettune.schemes import SchemeResult
 
 
@@ -29,6 +30,24 @@ def time_to_target(history: list[RoundRecord], target: float | None) -> float | 
 
 def _breakdown(memory: MemoryBreakdown) -> dict[str, int]:
     return {**asdict(memory), "total": memory.total}
+
+
+def participation_section(totals: ParticipationTotals, rounds: int, deadline_s: float | None) -> dict[str, Any]:
+    """Totals over the run in client-rounds, and the work spent by clients in rounds they were dropped from."""
+    return {
+        "rounds": rounds,
+        "deadline_s": deadline_s,
+        "client_rounds": totals.client_rounds,
+        "completed": totals.completed,
+        "offline": totals.offline,
+        "dropped": {
+            "deadline": totals.dropped_deadline,
+            "disconnect": totals.dropped_disconnect,
+            "total": totals.dropped_deadline + totals.dropped_disconnect,
+        },
+        "rounds_without_update": totals.rounds_without_update,
+        "lost_work": asdict(totals.lost_work),
+    }
 
 
 def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float) -> dict[str, Any]:
@@ -66,6 +85,7 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
             ],
         },
         "history": [asdict(r) for r in result.history],
+        "participation": participation_section(result.participation, len(result.history), config.deadline_s),
         "final": {
             "accuracy": final.scores.accuracy,
             "macro_f1": final.scores.macro_f1,

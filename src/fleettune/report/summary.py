@@ -30,6 +30,11 @@ def summary_table(report: dict[str, Any]) -> Table:
     clients = report["memory_bytes"]["clients_peak"]
     if clients:
         rows.append(("largest client peak memory", _mib(max(clients.values()))))
+    turnout = report.get("participation", {})
+    if turnout.get("offline") or turnout.get("dropped", {}).get("total"):
+        offline, dropped = turnout["offline"], turnout["dropped"]["total"]
+        selected = offline + turnout["client_rounds"]
+        rows.append(("client-rounds offline / dropped", f"{offline} / {dropped} of {selected}"))
     comm = report["communication_bytes"]
     rows += [("uplink", _mib(comm["uplink"])), ("downlink", _mib(comm["downlink"]))]
     if report["target_accuracy"] is not None:

@@ -19,6 +19,11 @@ class TrafficLedger:
     def down(self, client: str, payload: bytes) -> None:
         self.downlink[client] += len(payload)
 
+    def count(self, client: str, uplink: int = 0, downlink: int = 0) -> None:
+        """Bytes of payloads only partly sent (a device left while they were under way)."""
+        self.uplink[client] += uplink
+        self.downlink[client] += downlink
+
     def total_uplink(self) -> int:
         return sum(self.uplink.values())
 

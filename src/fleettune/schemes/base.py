@@ -20,6 +20,7 @@ from fleettune.runtime.events import Event
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.sim.participation import STREAM, Participation, ParticipationTotals
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import EvalResult, Evaluator
 
@@ -75,10 +76,15 @@ class RunSetup:
     switch_s: float | None = None  # adapter switch cost on the shared server; None: measured once
     wire: CutWire = FP32_PADDED  # how cut tensors travel
     updates: Codec = field(default_factory=lambda: parse_update_codec("fp32"))  # how adapter traffic travels
+    deadline_s: float | None = None  # a round's deadline in virtual seconds (sl, cpsl: a turn's); None: none
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""
         return np.random.default_rng([self.plan.seed, *stream])
+
+    def participation(self) -> Participation:
+        """The run's availability, disconnect and deadline draws, over its clients in order."""
+        return Participation([c.device for c in self.clients], self.deadline_s, self.rng(STREAM))
 
 
 @dataclass
@@ -94,6 +100,7 @@ class SchemeResult:
     trainable_parameters: int
     events: list[Event] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)  # mean training loss of every optimizer step
+    participation: ParticipationTotals = field(default_factory=ParticipationTotals)
 
 
 class Scheme(Protocol):

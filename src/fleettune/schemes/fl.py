@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import asdict
 
 from fleettune.aggregation import fedavg, sample_weights
 from fleettune.codec import encode_state
 from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
+from fleettune.runtime.events import Activity
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.sim.cutoffs import Span, leave_point, spent_until
 from fleettune.runtime.sim.flop_book import FlopBook
+from fleettune.runtime.sim.participation import ParticipationLog, Spend
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.local import train_local
 from fleettune.schemes.seeding import seeded_full_model
@@ -23,11 +28,25 @@ def clients_per_round(total: int, fraction: float) -> int:
     return max(1, round(total * fraction))
 
 
+def _work(down_s: float, train_s: float, up_s: float, down_bytes: int, up_bytes: int) -> list[Span]:
+    """A client's round from its start: download, local training, upload."""
+    trained = down_s + train_s
+    return [
+        Span(0.0, down_s, Activity.ADAPTER_DOWNLINK, downlink_bytes=down_bytes),
+        Span(down_s, trained),
+        Span(trained, trained + up_s, Activity.ADAPTER_UPLINK, uplink_bytes=up_bytes),
+    ]
+
+
 @SCHEMES.register("fl")
 def run_fl(setup: RunSetup) -> SchemeResult:
     """Each round: the sampled clients download the global adapter, train `local_steps` (or
     `local_epochs` of their data), upload their adapter; the server averages them weighted by
-    sample counts. One model object plays every client in turn (their weights are identical)."""
+    sample counts. One model object plays every client in turn (their weights are identical).
+
+    Sampled clients that are offline skip the round. A client's interruptible work is its training
+    and upload (a disconnect falls uniformly in it); the deadline cuts whatever ends after it. A client
+    that leaves sends no update; the round lasts until the last client finished or left."""
     plan = setup.plan
     model = seeded_full_model(setup)
     global_state = read_adapter(model.peft)
@@ -45,8 +64,12 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     # Per client and direction: lossy codecs send updates from the state both ends last agreed on.
     downlinks = {c.id: UpdateLink(setup.updates, global_state) for c in setup.clients}
     uplinks = {c.id: UpdateLink(setup.updates, global_state) for c in setup.clients}
+    participation = setup.participation()
+    log = ParticipationLog()
     for round_index in range(plan.rounds):
         chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
+        turnout = participation.draw(round_index)
+        online = set(log.begin(turnout, [setup.clients[i].id for i in chosen]))
         payloads: list[bytes] = []
         views: list[AdapterState] = []
         counts: list[int] = []
@@ -54,10 +77,12 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         slowest = 0.0
         for index in chosen:
             client = setup.clients[index]
-            downlink = downlinks[client.id].send(global_state)
-            traffic.down(client.id, downlink)
-            delivered = downlinks[client.id].receive(downlink)
-            uplinks[client.id].rebase(delivered)
+            if client.id not in online:
+                continue
+            # Links change only with a delivery: sends go on copies, kept once the payload arrives.
+            down_link = copy.deepcopy(downlinks[client.id])
+            downlink = down_link.send(global_state)
+            delivered = down_link.receive(downlink)
             write_adapter(model.peft, delivered)
             steps = plan.local_steps
             if plan.local_epochs is not None:
@@ -75,44 +100,73 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 received_bytes=len(downlink),
                 flop_book=book,
             )
-            upload = uplinks[client.id].send(read_adapter(model.peft))
-            traffic.up(client.id, upload)
-            payloads.append(upload)
-            views.append(uplinks[client.id].receive(upload))
-            counts.append(len(client.train))
-            losses.append(run.mean_loss)
+            up_link = copy.deepcopy(uplinks[client.id])
+            up_link.rebase(delivered)
+            upload = up_link.send(read_adapter(model.peft))
             device = client.device
-            busy = (
-                downlink_s(device, len(downlink))
-                + compute_s(run.flops, device.hardware)
-                + uplink_s(device, len(upload))
-            )
-            energy.client_busy(client.id, device.hardware.power_w, busy)
             previous = client_memory.get(client.id)
             client_memory[client.id] = run.memory if previous is None else previous.peak_with(run.memory)
+            down_s, train_s, up_s = (
+                downlink_s(device, len(downlink)),
+                compute_s(run.flops, device.hardware),
+                uplink_s(device, len(upload)),
+            )
+            spans = _work(down_s, train_s, up_s, len(downlink), len(upload))
+            point = turnout.drop_point(client.id, 1)
+            drop_after = None if point is None else down_s + point[1] * (train_s + up_s)
+            leave = leave_point(spans, drop_after, setup.deadline_s)
+            if leave is not None:
+                spent = spent_until(spans, leave.at_s)
+                traffic.count(client.id, spent.uplink_bytes, spent.downlink_bytes)
+                energy.client_busy(client.id, device.hardware.power_w, spent.client_s)
+                if leave.at_s >= down_s:  # the global adapter had arrived
+                    downlinks[client.id] = down_link
+                    uplinks[client.id].rebase(delivered)
+                log.spend(client.id, spent)
+                log.leave(client.id, leave)
+                slowest = max(slowest, leave.at_s)
+                continue
+            downlinks[client.id], uplinks[client.id] = down_link, up_link
+            traffic.down(client.id, downlink)
+            traffic.up(client.id, upload)
+            payloads.append(upload)
+            views.append(up_link.receive(upload))
+            counts.append(len(client.train))
+            losses.append(run.mean_loss)
+            busy = down_s + train_s + up_s
+            energy.client_busy(client.id, device.hardware.power_w, busy)
+            log.spend(client.id, Spend(busy, 0.0, len(upload), len(downlink)))
             slowest = max(slowest, busy)
-        global_state = fedavg(views, sample_weights(counts))
-        # Averaging is priced like every other computation: 2 FLOPs per value per client.
-        aggregation_s = compute_s(2 * sum(t.numel() for t in global_state.values()) * len(payloads), setup.server)
-        energy.server_busy(setup.server.power_w, aggregation_s)
-        held = len(encode_state(global_state))
-        server_memory = server_memory.peak_with(MemoryBreakdown(trainable=held, received=sum(len(p) for p in payloads)))
+        aggregation_s = 0.0
+        if views:  # nobody completed: the global adapter stays as it was
+            global_state = fedavg(views, sample_weights(counts))
+            # Averaging is priced like every other computation: 2 FLOPs per value per client.
+            values = sum(t.numel() for t in global_state.values())
+            aggregation_s = compute_s(2 * values * len(payloads), setup.server)
+            energy.server_busy(setup.server.power_w, aggregation_s)
+            held = len(encode_state(global_state))
+            received = sum(len(p) for p in payloads)
+            server_memory = server_memory.peak_with(MemoryBreakdown(trainable=held, received=received))
         # Clients download, train and upload in parallel: the round lasts as long as its slowest
-        # client, then the aggregation.
+        # client (or until the last one left), then the aggregation.
         sim_time += slowest + aggregation_s
         last = round_index == plan.rounds - 1
         result = None
         if last or (round_index + 1) % plan.eval_every == 0:
             write_adapter(model.peft, global_state)
             result = setup.evaluator(model.logits)
-        weights = sample_weights(counts)
+        train_loss = None
+        if counts:
+            weights = sample_weights(counts)
+            train_loss = sum(w * loss for w, loss in zip(weights, losses, strict=True))
         record = RoundRecord(
             round=round_index + 1,
             sim_time_s=sim_time,
             wall_time_s=time.perf_counter() - started,
-            train_loss=sum(w * loss for w, loss in zip(weights, losses, strict=True)),
+            train_loss=train_loss,
             accuracy=result.scores.accuracy if result else None,
             macro_f1=result.scores.macro_f1 if result else None,
+            **asdict(log.close()),
         )
         history.append(record)
         setup.on_round(record)
@@ -129,4 +183,5 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         sim_time_s=sim_time,
         parameters=sum(p.numel() for p in model.parameters()),
         trainable_parameters=sum(p.numel() for p in trainable_parameters(model)),
+        participation=log.totals,
     )

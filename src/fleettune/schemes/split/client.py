@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -68,6 +70,14 @@ class SplitClient:
 
     def write(self, state: AdapterState) -> None:
         write_adapter(self.stage.peft, state)
+
+    def snapshot(self) -> tuple[AdapterState, dict[str, Any]]:
+        """The client-side adapter and its optimizer's state, to go back to if this round's work is lost."""
+        return self.read(), copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, snapshot: tuple[AdapterState, dict[str, Any]]) -> None:
+        self.write(snapshot[0])
+        self.optimizer.load_state_dict(copy.deepcopy(snapshot[1]))
 
     def memory(self) -> MemoryBreakdown:
         return measure(self.stage, self.optimizer, self.activation_peak, self.received_peak)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from fleettune.aggregation import fedavg, sample_weights
 from fleettune.compression import UpdateLink
@@ -17,8 +18,10 @@ from fleettune.runtime.events import Activity, Event
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
-from fleettune.runtime.sim.clock import StepPhases, Timeline, server_work, transfers
+from fleettune.runtime.sim.clock import StepPhases, Timeline, server_work
+from fleettune.runtime.sim.cutoffs import Cut, cut_transfers
 from fleettune.runtime.sim.flop_book import FlopBook
+from fleettune.runtime.sim.participation import Participation, ParticipationLog, Spend
 from fleettune.schemes.base import RunSetup, SchemeResult
 from fleettune.schemes.evaluator import EvalResult
 from fleettune.schemes.seeding import seeded_full_model
@@ -51,8 +54,11 @@ class SplitContext:
     started: float = field(default_factory=time.perf_counter)
     uplinks: dict[str, UpdateLink] = field(default_factory=dict)  # client-side adapters, client to server
     downlinks: dict[str, UpdateLink] = field(default_factory=dict)  # their new values, server to client
+    participation: Participation = field(init=False)
+    log: ParticipationLog = field(default_factory=ParticipationLog)
 
     def __post_init__(self) -> None:
+        self.participation = self.setup.participation()
         for client in self.clients:
             start = client.read()
             self.uplinks[client.id] = UpdateLink(self.setup.updates, start)
@@ -72,9 +78,18 @@ class SplitContext:
         self.now_s = timeline.end_s
 
     def note_step(self, losses: Sequence[tuple[float, int]]) -> None:
-        total = sum(n for _, n in losses)
-        self.step_losses.append(sum(loss * n for loss, n in losses) / max(1, total))
+        """One optimizer step of the schedule went by; `losses` of the clients whose work in it counted
+        (none: every client had left or was offline, and the step only moves the schedule on)."""
+        if losses:
+            total = sum(n for _, n in losses)
+            self.step_losses.append(sum(loss * n for loss, n in losses) / max(1, total))
         self.steps_done += 1
+
+    def settle(self, client: SplitClient, spent: Spend, cut: Cut | None = None) -> None:
+        """Note what `client` spent; when `cut` says it left, it leaves the round."""
+        self.log.spend(client.id, spent)
+        if cut is not None and client.id in cut.left:
+            self.log.leave(client.id, cut.left[client.id])
 
 
 def build_clients(setup: RunSetup, initial: AdapterState) -> list[SplitClient]:
@@ -123,7 +138,6 @@ def forward(ctx: SplitContext, client: SplitClient) -> Forwarded:
     key = ("client-forward", client.cut, *batch.input_ids.shape)
     flops, message = ctx.flops.run(key, lambda: client.forward(batch, ctx.steps_done))
     payload = message.encode(ctx.setup.wire)
-    ctx.traffic.up(client.id, payload)
     return Forwarded(client, payload, compute_s(flops, client.device.hardware), uplink_s(client.device, len(payload)))
 
 
@@ -142,12 +156,12 @@ def serve(ctx: SplitContext, sent: Forwarded, loss_weight: float = 1.0) -> Serve
     key = ("server", sent.client.cut, *message.attention_mask.shape)
     flops, (grads, loss, switch_s) = ctx.flops.run(key, lambda: ctx.server.process(message, loss_weight))
     payload = grads.encode(ctx.setup.wire, message.attention_mask)
-    ctx.traffic.down(sent.client.id, payload)
     return Served(payload, loss, len(message.labels), compute_s(flops, ctx.setup.server), switch_s)
 
 
 def backward(ctx: SplitContext, sent: Forwarded, served: Served) -> StepPhases:
-    """Client backward from the received gradient; returns the client's phase durations."""
+    """Client backward from the received gradient; returns the client's phase durations (bytes and
+    energy are charged by `settle_step`, once the step's timeline says what was spent)."""
     client = sent.client
     grads = CutGradients.decode(served.payload)
     key = ("client-backward", client.cut, *grads.grad.shape[:2])
@@ -161,10 +175,29 @@ def backward(ctx: SplitContext, sent: Forwarded, served: Served) -> StepPhases:
         downlink_s(client.device, len(served.payload)),
         compute_s(flops, client.device.hardware),
     )
-    power = client.device.hardware.power_w
-    ctx.energy.client_busy(client.id, power, phases.forward_s + phases.backward_s + phases.uplink_s + phases.downlink_s)
-    ctx.energy.server_busy(ctx.setup.server.power_w, phases.server_s + phases.switch_s)
     return phases
+
+
+def settle_step(
+    ctx: SplitContext, sent: Sequence[Forwarded], served: Sequence[Served], phases: Sequence[StepPhases], cut: Cut
+) -> None:
+    """Charge each client's bytes and energy for the step: all of it, or what it spent before leaving."""
+    for s, o, p in zip(sent, served, phases, strict=True):
+        client = s.client
+        power = client.device.hardware.power_w
+        spent = cut.spent.get(client.id)
+        if spent is None:
+            ctx.traffic.up(client.id, s.payload)
+            ctx.traffic.down(client.id, o.payload)
+            busy = p.forward_s + p.backward_s + p.uplink_s + p.downlink_s
+            ctx.energy.client_busy(client.id, power, busy)
+            ctx.energy.server_busy(ctx.setup.server.power_w, p.server_s + p.switch_s)
+            spent = Spend(busy, p.server_s + p.switch_s, len(s.payload), len(o.payload))
+        else:
+            ctx.traffic.count(client.id, spent.uplink_bytes, spent.downlink_bytes)
+            ctx.energy.client_busy(client.id, power, spent.client_s)
+            ctx.energy.server_busy(ctx.setup.server.power_w, spent.server_s)
+        ctx.settle(client, spent, cut)
 
 
 def full_view(ctx: SplitContext, client: SplitClient) -> AdapterState:
@@ -174,36 +207,85 @@ def full_view(ctx: SplitContext, client: SplitClient) -> AdapterState:
     return full
 
 
-def upload_parts(ctx: SplitContext, clients: Sequence[SplitClient], round_index: int) -> list[AdapterState]:
-    """Each client sends its client-side adapter; the server joins it with its side."""
-    seconds = {}
-    views = []
+Upload = tuple[UpdateLink, bytes]  # the link as it will be once the payload is delivered, and the payload
+
+
+def prepare_upload(ctx: SplitContext, client: SplitClient) -> Upload:
+    """The client-side adapter's payload, sent on a copy of the link: only a delivery commits it."""
+    link = copy.deepcopy(ctx.uplinks[client.id])
+    return link, link.send(client.read())
+
+
+def upload_parts(
+    ctx: SplitContext,
+    clients: Sequence[SplitClient],
+    round_index: int,
+    prepared: dict[str, Upload] | None = None,
+    drop_after_s: dict[str, float] | None = None,
+    deadline_at: float | None = None,
+) -> tuple[list[SplitClient], list[AdapterState]]:
+    """Each client sends its client-side adapter (`prepared` ones already encoded); the server joins it
+    with its side. Returns the clients whose upload arrived and their full views; the others left (a
+    disconnect `drop_after_s` seconds into the upload, or the deadline)."""
+    uploads = {c.id: (prepared or {}).get(c.id) or prepare_upload(ctx, c) for c in clients}
+    seconds = {c.id: uplink_s(c.device, len(uploads[c.id][1])) for c in clients}
+    sizes = {c.id: len(uploads[c.id][1]) for c in clients}
+    drops = {c: s for c, s in (drop_after_s or {}).items() if c in seconds}
+    cut = cut_transfers(seconds, sizes, Activity.ADAPTER_UPLINK, round_index, ctx.now_s, drops, deadline_at)
+    arrived, views = [], []
     for client in clients:
-        link = ctx.uplinks[client.id]
-        payload = link.send(client.read())
-        ctx.traffic.up(client.id, payload)
-        seconds[client.id] = uplink_s(client.device, len(payload))
-        view = link.receive(payload)
-        view.update(ctx.server.server_part(client.id))
-        views.append(view)
-    ctx.advance(transfers(seconds, Activity.ADAPTER_UPLINK, round_index, ctx.now_s), round_index)
-    return views
+        link, payload = uploads[client.id]
+        spent = cut.spent.get(client.id)
+        if spent is None:
+            ctx.traffic.up(client.id, payload)
+            spent = Spend(client_s=seconds[client.id], uplink_bytes=len(payload))
+            ctx.uplinks[client.id] = link
+            view = link.receive(payload)
+            view.update(ctx.server.server_part(client.id))
+            arrived.append(client)
+            views.append(view)
+        else:
+            ctx.traffic.count(client.id, uplink=spent.uplink_bytes)
+        ctx.settle(client, spent, cut)
+    ctx.advance(cut.timeline, round_index)
+    return arrived, views
 
 
-def download_parts(ctx: SplitContext, clients: Sequence[SplitClient], full: AdapterState, round_index: int) -> None:
-    """The server splits `full` at each client's cut and sends each client its part."""
-    seconds = {}
+def download_parts(
+    ctx: SplitContext,
+    clients: Sequence[SplitClient],
+    full: AdapterState,
+    round_index: int,
+    deadline_at: float | None = None,
+) -> list[SplitClient]:
+    """The server splits `full` at each client's cut and sends each client its part. Returns the clients
+    it reached; a download that would end after `deadline_at` is cut there and its client leaves."""
+    sent = {}
     for client in clients:
         part, _ = split_adapter(full, ctx.layout, client.cut)
-        link = ctx.downlinks[client.id]
-        payload = link.send(part)
-        ctx.traffic.down(client.id, payload)
-        seconds[client.id] = downlink_s(client.device, len(payload))
-        delivered = link.receive(payload)
-        client.write(delivered)
-        ctx.uplinks[client.id].rebase(delivered)  # the client's next update is measured from here
-        client.received_peak = max(client.received_peak, len(payload))
-    ctx.advance(transfers(seconds, Activity.ADAPTER_DOWNLINK, round_index, ctx.now_s), round_index)
+        link = copy.deepcopy(ctx.downlinks[client.id])
+        sent[client.id] = (link, link.send(part))
+    seconds = {c.id: downlink_s(c.device, len(sent[c.id][1])) for c in clients}
+    sizes = {c.id: len(sent[c.id][1]) for c in clients}
+    cut = cut_transfers(seconds, sizes, Activity.ADAPTER_DOWNLINK, round_index, ctx.now_s, {}, deadline_at)
+    reached = []
+    for client in clients:
+        link, payload = sent[client.id]
+        spent = cut.spent.get(client.id)
+        if spent is None:
+            ctx.traffic.down(client.id, payload)
+            spent = Spend(client_s=seconds[client.id], downlink_bytes=len(payload))
+            ctx.downlinks[client.id] = link
+            delivered = link.receive(payload)
+            client.write(delivered)
+            ctx.uplinks[client.id].rebase(delivered)  # the client's next update is measured from here
+            client.received_peak = max(client.received_peak, len(payload))
+            reached.append(client)
+        else:
+            ctx.traffic.count(client.id, downlink=spent.downlink_bytes)
+        ctx.settle(client, spent, cut)
+    ctx.advance(cut.timeline, round_index)
+    return reached
 
 
 def aggregate(
@@ -224,8 +306,9 @@ def record_round(
     losses: Sequence[tuple[float, int]],
     global_state: Callable[[], AdapterState],
 ) -> bool:
-    """Append the round's record; evaluation (if due) does not advance the virtual clock. True when
-    the run should stop here (it reached its target and was asked to stop there)."""
+    """Close the round (its participation included) and append its record; evaluation (if due) does not
+    advance the virtual clock. `losses` are those of the clients whose work counted. True when the run
+    should stop here (it reached its target and was asked to stop there)."""
     plan = ctx.setup.plan
     last = round_index == plan.rounds - 1
     result = None
@@ -238,9 +321,10 @@ def record_round(
         round=round_index + 1,
         sim_time_s=ctx.now_s,
         wall_time_s=time.perf_counter() - ctx.started,
-        train_loss=sum(loss * n for loss, n in losses) / max(1, total),
+        train_loss=sum(loss * n for loss, n in losses) / max(1, total) if losses else None,
         accuracy=result.scores.accuracy if result else None,
         macro_f1=result.scores.macro_f1 if result else None,
+        **asdict(ctx.log.close()),
     )
     ctx.history.append(record)
     ctx.setup.on_round(record)
@@ -267,4 +351,5 @@ def finish(ctx: SplitContext) -> SchemeResult:
         trainable_parameters=trainable,
         events=ctx.events,
         step_losses=ctx.step_losses,
+        participation=ctx.log.totals,
     )

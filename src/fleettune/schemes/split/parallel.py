@@ -8,31 +8,33 @@ from functools import partial
 from fleettune.aggregation import fedavg, sample_weights
 from fleettune.models.adapters import AdapterState
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step, shared_processor_step
+from fleettune.runtime.sim.cutoffs import StepClock
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.seeding import without_rng_draws
+from fleettune.schemes.split.attendance import Attendance, ClientLoss, kept_losses, split_step
 from fleettune.schemes.split.client import SplitClient
 from fleettune.schemes.split.engine import (
+    Forwarded,
+    Served,
     SplitContext,
     aggregate,
-    backward,
     build_clients,
     cuts_of,
     download_parts,
     finish,
-    forward,
     full_view,
     initial_state,
-    note_server_memory,
     record_round,
     serve,
     upload_parts,
 )
 from fleettune.schemes.split.servers import PerClientAdapters, ServerCopies, ServerRole
 
-StepClock = Callable[[Sequence[StepPhases], int, float], Timeline]
-
 
 def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: StepClock) -> SchemeResult:
+    """Rounds of `local_steps` steps of the online clients, aggregating every `aggregate_every` rounds
+    over the clients that completed. A client that leaves a round goes back (both sides) to its state
+    at the round's start; one that missed an aggregation downloads the global adapter when next online."""
     with without_rng_draws():
         initial, evaluation = initial_state(setup)
         clients = build_clients(setup, initial)
@@ -41,32 +43,54 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         server.load(client.id, initial)
     plan = setup.plan
     ctx = SplitContext(setup, clients, server, evaluation, total_steps=plan.rounds * plan.local_steps)
+    current = initial  # the global adapter: changes only at an aggregation that someone completed
+    version = 0
+    synced = {c.id: version for c in clients}  # the global each client last received
+
+    def serve_each(sent: list[Forwarded]) -> list[Served]:
+        # The server's order changes only time: each client has its own server-side adapter.
+        served = []
+        for s in sent:
+            out = serve(ctx, s)
+            server.step([s.client.id], ctx.factor())
+            served.append(out)
+        return served
+
     for round_index in range(plan.rounds):
-        losses: list[tuple[float, int]] = []
-        for _ in range(plan.local_steps):
-            sent = [forward(ctx, c) for c in clients]
-            # The server's order changes only time: each client has its own server-side adapter.
-            served = []
-            for s in sent:
-                out = serve(ctx, s)
-                server.step([s.client.id], ctx.factor())
-                served.append(out)
-            phases = [backward(ctx, s, o) for s, o in zip(sent, served, strict=True)]
-            ctx.advance(step_clock(phases, round_index, ctx.now_s), round_index)
-            note_server_memory(ctx, [c.id for c in clients], sum(len(s.payload) for s in sent))
-            losses += [(o.loss, o.samples) for o in served]
-            ctx.note_step([(o.loss, o.samples) for o in served])
-        if (round_index + 1) % plan.aggregate_every == 0 or round_index == plan.rounds - 1:
-            views = upload_parts(ctx, clients, round_index)
-            full = aggregate(ctx, views, clients, round_index)
-            download_parts(ctx, clients, full, round_index)
+        turnout = ctx.participation.draw(round_index)
+        online = set(ctx.log.begin(turnout, [c.id for c in clients]))
+        aggregating = (round_index + 1) % plan.aggregate_every == 0 or round_index == plan.rounds - 1
+        members = [c for c in clients if c.id in online]
+        deadline_at = ctx.participation.deadline_at(ctx.now_s)
+        att = Attendance(ctx, turnout, members, plan.local_steps, aggregating, deadline_at)
+        att.save(server)
+        stale = [c for c in members if synced[c.id] != version]
+        if stale:
+            # Back after missing an aggregation: first the current global adapter's client part.
+            for client in download_parts(ctx, stale, current, round_index, deadline_at):
+                synced[client.id] = version
+        losses: list[ClientLoss] = []
+        for step_index in range(plan.local_steps):
+            losses += split_step(att, step_index, round_index, step_clock, serve_each)
+        arrived: list[SplitClient] = []
+        views: list[AdapterState] = []
+        if aggregating:
+            arrived, views = upload_parts(ctx, att.active(), round_index, att.prepared, att.carried, deadline_at)
+        ctx.now_s = max(ctx.now_s, ctx.log.latest_leave_s)  # a client that left held the round up to then
+        att.restore_leavers(server)
+        if arrived:
+            current = aggregate(ctx, views, arrived, round_index)
+            download_parts(ctx, arrived, current, round_index)
+            version += 1
+            for client in arrived:
+                synced[client.id] = version
             for client in clients:
-                server.load(client.id, full)
-            stop = record_round(ctx, round_index, losses, partial(dict, full))
-        else:
+                server.load(client.id, current)
+        global_state: Callable[[], AdapterState] = partial(dict, current)
+        if not aggregating:
             # Between aggregations the global model is what an aggregation now would produce.
-            stop = record_round(ctx, round_index, losses, partial(_average_views, ctx, clients))
-        if stop:
+            global_state = partial(_average_views, ctx, [c for c in clients if synced[c.id] == version])
+        if record_round(ctx, round_index, kept_losses(losses, att.completed()), global_state):
             break
     return finish(ctx)
 

@@ -5,26 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from fleettune.runtime.sim.clock import one_server_step
+from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step
+from fleettune.runtime.sim.cutoffs import Cut
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.seeding import without_rng_draws
+from fleettune.schemes.split.attendance import Attendance, ClientLoss, kept_losses, split_step
 from fleettune.schemes.split.client import SplitClient
 from fleettune.schemes.split.engine import (
+    Forwarded,
+    Served,
     SplitContext,
     aggregate,
-    backward,
     build_clients,
     cuts_of,
     download_parts,
     finish,
-    forward,
     initial_state,
-    note_server_memory,
     record_round,
     serve,
     upload_parts,
 )
-from fleettune.schemes.split.servers import SharedAdapter
+from fleettune.schemes.split.servers import Gradients, SharedAdapter
 
 
 def speed_clusters(clients: Sequence[SplitClient], size: int) -> list[list[SplitClient]]:
@@ -33,10 +34,47 @@ def speed_clusters(clients: Sequence[SplitClient], size: int) -> list[list[Split
     return [list(ranked[i : i + size]) for i in range(0, len(ranked), size)]
 
 
+def _fifo(phases: Sequence[StepPhases], round_index: int, t0: float) -> Timeline:
+    return one_server_step(phases, "fifo", round_index, t0)
+
+
+class _TurnServer:
+    """The shared adapter's side of a turn. When devices may leave, each member's gradient is kept
+    apart so that the step uses only those of members that complete the turn: a member drawn to
+    disconnect this round never counts (the server learns nothing from its batches), and a member cut
+    by the deadline stops counting from the step it is cut in."""
+
+    def __init__(self, ctx: SplitContext, server: SharedAdapter, doomed: frozenset[str]) -> None:
+        self.ctx = ctx
+        self.server = server
+        self.apart = ctx.participation.may_drop
+        self.doomed = doomed
+        self.taken: dict[str, Gradients] = {}
+
+    def serve_all(self, sent: list[Forwarded]) -> list[Served]:
+        # The server's one adapter learns from the cluster's mean loss, as from one batch.
+        served = []
+        for s in sent:
+            served.append(serve(self.ctx, s, loss_weight=1.0 / len(sent)))
+            if self.apart:
+                self.taken[s.client.id] = self.server.take_gradients()
+        return served
+
+    def step(self, cut: Cut) -> None:
+        if not self.apart:
+            self.server.step([], self.ctx.factor())
+            return
+        kept = [c for c in self.taken if c not in cut.left and c not in self.doomed]
+        if kept:
+            self.server.step_on([self.taken[c] for c in kept], len(self.taken) / len(kept), self.ctx.factor())
+        self.taken = {}
+
+
 def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluster_size: int) -> SchemeResult:
     """Clusters take turns each round; inside a cluster clients run in parallel against the server,
     whose one adapter steps once per cluster step; client-side adapters are averaged at the cluster's
-    end and handed to the next. Split learning is the case of clusters of one client."""
+    end and handed to the next. Split learning is the case of clusters of one client. Offline members
+    skip their cluster's turn; the deadline counts from the start of each turn."""
     with without_rng_draws():
         initial, evaluation = initial_state(setup)
         clients = build_clients(setup, initial)
@@ -49,23 +87,34 @@ def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluste
     ctx = SplitContext(setup, clients, server, evaluation, total_steps=plan.rounds * steps_per_round)
     full = initial
     for round_index in range(plan.rounds):
+        turnout = ctx.participation.draw(round_index)
+        online = set(ctx.log.begin(turnout, [c.id for c in clients]))
         losses: list[tuple[float, int]] = []
         for group in groups:
+            team = [c for c in group if c.id in online]
+            if not team:
+                for _ in range(plan.local_steps):
+                    ctx.note_step([])  # the learning-rate schedule moves on as planned
+                continue
+            deadline_at = ctx.participation.deadline_at(ctx.now_s)
+            att = Attendance(ctx, turnout, team, plan.local_steps, True, deadline_at)
+            att.save(None)
+            before = server.snapshot(team[0].id) if ctx.participation.may_drop else None
             # Hand-off: the current adapter, split at each member's cut, goes to the cluster.
-            download_parts(ctx, group, full, round_index)
-            for _ in range(plan.local_steps):
-                sent = [forward(ctx, c) for c in group]
-                # The server's one adapter learns from the cluster's mean loss, as from one batch.
-                served = [serve(ctx, s, loss_weight=1.0 / len(group)) for s in sent]
-                server.step([c.id for c in group], ctx.factor())
-                phases = [backward(ctx, s, o) for s, o in zip(sent, served, strict=True)]
-                ctx.advance(one_server_step(phases, "fifo", round_index, ctx.now_s), round_index)
-                note_server_memory(ctx, [c.id for c in group], sum(len(s.payload) for s in sent))
-                losses += [(o.loss, o.samples) for o in served]
-                ctx.note_step([(o.loss, o.samples) for o in served])
-            views = upload_parts(ctx, group, round_index)
-            full = aggregate(ctx, views, group, round_index) if len(group) > 1 else views[0]
-            server.load(group[0].id, full)
+            download_parts(ctx, team, full, round_index, deadline_at)
+            turn = _TurnServer(ctx, server, frozenset(turnout.drops))
+            taken: list[ClientLoss] = []
+            for step_index in range(plan.local_steps):
+                taken += split_step(att, step_index, round_index, _fifo, turn.serve_all, turn.step)
+            arrived, views = upload_parts(ctx, att.active(), round_index, att.prepared, att.carried, deadline_at)
+            ctx.now_s = max(ctx.now_s, ctx.log.latest_leave_s)  # a member that left held the turn up to then
+            att.restore_leavers(None)
+            losses += kept_losses(taken, att.completed())
+            if arrived:
+                full = aggregate(ctx, views, arrived, round_index) if len(arrived) > 1 else views[0]
+            elif before is not None:
+                server.restore(team[0].id, before)  # nobody completed the turn: the server's steps are undone
+            server.load(team[0].id, full)
         if record_round(ctx, round_index, losses, partial(dict, full)):
             break
     return finish(ctx)

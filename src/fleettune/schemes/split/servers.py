@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedModel
@@ -18,6 +19,9 @@ from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, module_by
 from fleettune.training import make_optimizer, set_lr
 
 SWITCH_REPEATS = 10
+
+Snapshot = tuple[AdapterState, dict[str, Any]]  # an adapter's weights and its optimizer's state
+Gradients = list[torch.Tensor | None]  # one per trainable parameter, in parameter order
 
 
 class ServerRole(Protocol):
@@ -40,6 +44,22 @@ class ServerRole(Protocol):
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown: ...
 
     def activation_peak(self, client: str) -> int: ...
+
+    def snapshot(self, client: str) -> Snapshot:
+        """What the server holds for `client` (weights and optimizer state), to go back to."""
+        ...
+
+    def restore(self, client: str, snapshot: Snapshot) -> None: ...
+
+
+def _snapshot(state: AdapterState, optimizer: torch.optim.Optimizer) -> Snapshot:
+    return state, copy.deepcopy(optimizer.state_dict())
+
+
+def _restore(snapshot: Snapshot, optimizer: torch.optim.Optimizer) -> AdapterState:
+    """Reload the optimizer's state; returns the weights for the caller to write back."""
+    optimizer.load_state_dict(copy.deepcopy(snapshot[1]))
+    return snapshot[0]
 
 
 def _only_from(state: AdapterState, layout: StackLayout, first: int, cut: int) -> AdapterState:
@@ -134,6 +154,12 @@ class PerClientAdapters(_Metered):
         _, part = split_adapter(full, self.layout, self.cuts[client], server_first=self.first)
         self.server.write(self.names[client], part)
 
+    def snapshot(self, client: str) -> Snapshot:
+        return _snapshot(self.server.read(self.names[client]), self.optimizers[client])
+
+    def restore(self, client: str, snapshot: Snapshot) -> None:
+        self.server.write(self.names[client], _restore(snapshot, self.optimizers[client]))
+
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
         frozen, trainable, _ = module_bytes(self.server.module())
         # Inactive adapters are frozen while another client is served: count every adapter as trainable.
@@ -193,6 +219,12 @@ class ServerCopies(_Metered):
         _, part = split_adapter(full, self.layout, self.cuts[client])
         write_adapter(self.stages[client].peft, part)
 
+    def snapshot(self, client: str) -> Snapshot:
+        return _snapshot(read_adapter(self.stages[client].peft), self.optimizers[client])
+
+    def restore(self, client: str, snapshot: Snapshot) -> None:
+        write_adapter(self.stages[client].peft, _restore(snapshot, self.optimizers[client]))
+
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
         total = MemoryBreakdown(received=received_bytes)
         for client, stage in self.stages.items():
@@ -237,6 +269,26 @@ class SharedAdapter(_Metered):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def take_gradients(self) -> Gradients:
+        """The adapter's gradients accumulated since the last take, cleared: one client's contribution."""
+        params = self.server.parameters_of("shared")
+        taken = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        return taken
+
+    def step_on(self, contributions: Sequence[Gradients], scale: float, lr_factor: float) -> None:
+        """One step on the sum of `contributions` (added in order, as backward would accumulate them)
+        times `scale`."""
+        for index, param in enumerate(self.server.parameters_of("shared")):
+            total = None
+            for contribution in contributions:
+                grad = contribution[index]
+                if grad is not None:
+                    total = grad if total is None else total + grad
+            param.grad = total if total is None or scale == 1.0 else total * scale
+        self.step([], lr_factor)
+
     def server_part(self, client: str) -> AdapterState:
         cut = self.cuts[client]
         state = _only_from(self.server.read("shared"), self.layout, self.first, cut)
@@ -245,6 +297,12 @@ class SharedAdapter(_Metered):
     def load(self, client: str, full: AdapterState) -> None:
         _, part = split_adapter(full, self.layout, self.first)
         self.server.write("shared", part)
+
+    def snapshot(self, client: str) -> Snapshot:
+        return _snapshot(self.server.read("shared"), self.optimizer)
+
+    def restore(self, client: str, snapshot: Snapshot) -> None:
+        self.server.write("shared", _restore(snapshot, self.optimizer))
 
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
         frozen, trainable, _ = module_bytes(self.server.module())
