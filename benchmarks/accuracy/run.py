@@ -22,7 +22,7 @@ from fleettune.config import build_config
 from fleettune.data import load_dataset
 from fleettune.fleet import load_fleet
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "carer"
+DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="onecycle")
     parser.add_argument("--rounds", type=int, default=None, help="default: one pass over the training set")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 

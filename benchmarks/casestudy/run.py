@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "carer"))
+    parser.add_argument("--data-dir", default="../shared/data/carer", help="run from the repository root")
     parser.add_argument("--schemes", default="sl,cpsl,splitfed,mesfl,fl")
     parser.add_argument("--max-rounds", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=10)

@@ -30,7 +30,7 @@ from fleettune.models.stages import split_model
 from fleettune.runner import execute, prepare
 from fleettune.runtime.progress import RoundRecord
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "carer"
+DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
 
 
 def bare_rounds(prepared: Any, rounds: int) -> list[float]:
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--fleet", default="paper6")
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())  # fixed for the whole run
