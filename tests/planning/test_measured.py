@@ -11,7 +11,7 @@ from fleettune.fleet import load_fleet
 from fleettune.messages import FP32_PADDED, CutWire
 from fleettune.models.lora import LoraSpec
 from fleettune.planning import MeasuredCosts, plan_fleet, price_step
-from fleettune.runtime.sim.step_costs import fleet_step_phases
+from fleettune.planning.step import fleet_step_phases
 from tests.models.tiny import tiny_model
 
 INT8 = CutWire(parse_cut_codec("int8"), parse_cut_codec("int8", "compression.gradients"))

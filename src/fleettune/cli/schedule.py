@@ -17,8 +17,8 @@ from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
+from fleettune.planning.step import fleet_step_phases
 from fleettune.runner import _resolve_cuts
-from fleettune.runtime.sim.step_costs import fleet_step_phases
 from fleettune.scheduling import SCHEDULERS, Job, compare_policies, processor_sharing
 
 Opt = typer.Option
