@@ -7,8 +7,9 @@ exactly the model work of a split step (client forward, server forward and backw
 backward) on stages built at the device's cut, with nothing else. "Simulated" is a round of the
 scheme through the engine: the same model work plus everything the simulator adds (activation
 metering, encoding and decoding every message, the FLOP book, the virtual clock, optimizer steps,
-aggregation and its encoded payloads). Bare rounds run before and after the simulated ones; the
-first simulated round (one-off FLOP counting per shape) and the last (evaluation) are reported
+aggregation and its encoded payloads). Bare and simulated rounds alternate (a bare round runs in
+the per-round callback, its time taken out of the simulated round), so both see the same machine;
+the first simulated round (one-off FLOP counting per shape) and the last (evaluation) are reported
 apart and left out of the per-round figure.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 import statistics
 import time
@@ -33,22 +33,25 @@ from fleettune.runtime.progress import RoundRecord
 DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
 
 
-def bare_rounds(prepared: Any, rounds: int) -> list[float]:
-    """Wall seconds of `rounds` rounds of pure split forward/backward, one batch per device."""
-    setup = prepared.setup
-    base = setup.new_model()
-    stages = []
-    for index, client in enumerate(setup.clients):
-        client_part, server_part = split_model(
-            copy.deepcopy(base), int(client.device.cut_layer), setup.lora, setup.task
-        )
-        client_part.train()
-        server_part.train()
-        stages.append((client_part, server_part, setup.batches.stream(client.train, setup.rng(1, index))))
-    times = []
-    for _ in range(rounds):
+class BareRound:
+    """One round of pure split forward/backward, one batch per device, on stages at each device's cut."""
+
+    def __init__(self, prepared: Any) -> None:
+        setup = prepared.setup
+        base = setup.new_model()
+        self.stages = []
+        for index, client in enumerate(setup.clients):
+            client_part, server_part = split_model(
+                copy.deepcopy(base), int(client.device.cut_layer), setup.lora, setup.task
+            )
+            client_part.train()
+            server_part.train()
+            batches = setup.batches.stream(client.train, setup.rng(1, index))
+            self.stages.append((client_part, server_part, batches))
+
+    def __call__(self) -> float:
         started = time.perf_counter()
-        for client_part, server_part, batches in stages:
+        for client_part, server_part, batches in self.stages:
             batch = next(batches)
             hidden = client_part(batch.input_ids, batch.attention_mask)
             received = hidden.detach().requires_grad_()
@@ -56,8 +59,7 @@ def bare_rounds(prepared: Any, rounds: int) -> list[float]:
             hidden.backward(received.grad)
             for module in (client_part, server_part):
                 module.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - started)
-    return times
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -87,15 +89,26 @@ def main() -> None:
         }
     )
     records: list[RoundRecord] = []
-    prepared = prepare(config, records.append)
-    before = bare_rounds(prepared, args.rounds // 2)
+    bare: list[float] = []
+    pauses: list[float] = []  # wall time spent in the callback, taken out of the next simulated round
+
+    def after_round(record: RoundRecord) -> None:
+        started = time.perf_counter()
+        records.append(record)
+        if len(records) < rounds:  # a bare round between every two simulated ones
+            bare.append(bare_round())
+        pauses.append(time.perf_counter() - started)
+
+    prepared = prepare(config, after_round)
+    bare_round = BareRound(prepared)
+    bare_round()  # warm-up: first allocation of every shape
     started = time.perf_counter()
     execute(prepared)
-    simulated_total = time.perf_counter() - started
-    after = bare_rounds(prepared, args.rounds - args.rounds // 2)
-    walls = [records[0].wall_time_s] + [b.wall_time_s - a.wall_time_s for a, b in itertools.pairwise(records)]
+    simulated_total = time.perf_counter() - started - sum(pauses)
+    walls = [records[0].wall_time_s]
+    for index in range(1, len(records)):
+        walls.append(records[index].wall_time_s - records[index - 1].wall_time_s - pauses[index - 1])
     steady = walls[1:-1]
-    bare = before + after
     bare_s = statistics.median(bare)
     simulated_s = statistics.median(steady)
     results = {

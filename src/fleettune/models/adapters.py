@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import weakref
 
 import torch
-from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import PeftModel, get_peft_model_state_dict
 
 from fleettune.errors import ModelError
 from fleettune.models.layout import StackLayout
@@ -17,23 +18,64 @@ AdapterState = dict[str, torch.Tensor]
 _PEFT_PREFIX = "base_model.model."
 
 
+class _AdapterSlots:
+    """The live parameter behind each key of an adapter's state, found once per (model, adapter).
+
+    PEFT's state-dict walk visits every module of the model; aggregating every round reads and
+    writes a dozen adapters, so the walk is done once and the parameters it names are kept. Loading
+    copies into those same tensors in place, so they stay the model's own."""
+
+    def __init__(self) -> None:
+        self._slots: weakref.WeakKeyDictionary[PeftModel, dict[str, tuple[object, dict[str, torch.Tensor]]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def of(self, peft: PeftModel, adapter_name: str) -> dict[str, torch.Tensor]:
+        per_model = self._slots.setdefault(peft, {})
+        config = peft.peft_config.get(adapter_name)  # a new object whenever the adapter is (re)created
+        cached = per_model.get(adapter_name)
+        if cached is not None and config is not None and cached[0] is config:
+            return cached[1]
+        slots = _find_slots(peft, adapter_name)
+        per_model[adapter_name] = (config, slots)
+        return slots
+
+
+def _find_slots(peft: PeftModel, adapter_name: str) -> dict[str, torch.Tensor]:
+    by_storage = {(p.data_ptr(), p.shape): p for p in peft.parameters()}
+    slots: dict[str, torch.Tensor] = {}
+    for key, value in get_peft_model_state_dict(peft, adapter_name=adapter_name).items():
+        parameter = by_storage.get((value.data_ptr(), value.shape))
+        if parameter is None:
+            raise ModelError(f"adapter weight {key} is not a parameter of the model")
+        slots[key.removeprefix(_PEFT_PREFIX)] = parameter
+    return slots
+
+
+_SLOTS = _AdapterSlots()
+
+
 def read_adapter(peft: PeftModel, adapter_name: str = "default") -> AdapterState:
     """A detached copy of the adapter's weights (LoRA factors and trained heads)."""
-    state = get_peft_model_state_dict(peft, adapter_name=adapter_name)
-    return {k.removeprefix(_PEFT_PREFIX): v.detach().clone() for k, v in state.items()}
+    return {k: p.detach().clone() for k, p in _SLOTS.of(peft, adapter_name).items()}
 
 
 def write_adapter(peft: PeftModel, state: AdapterState, adapter_name: str = "default") -> None:
     """Load `state` into the adapter; every adapter weight must be given, and nothing else."""
-    expected = set(read_adapter(peft, adapter_name))
-    if set(state) != expected:
-        missing = sorted(expected - set(state))[:3]
-        extra = sorted(set(state) - expected)[:3]
+    slots = _SLOTS.of(peft, adapter_name)
+    if state.keys() != slots.keys():
+        missing = sorted(slots.keys() - state.keys())[:3]
+        extra = sorted(state.keys() - slots.keys())[:3]
         raise ModelError(f"adapter state does not match the model: missing {missing}, unexpected {extra}")
-    result = set_peft_model_state_dict(peft, {_PEFT_PREFIX + k: v for k, v in state.items()}, adapter_name=adapter_name)
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k or "modules_to_save" in k]
-    if unexpected:
-        raise ModelError(f"adapter state keys not loaded: {unexpected[:3]}")
+    wrong = [k for k, p in slots.items() if state[k].shape != p.shape]
+    if wrong:
+        key = wrong[0]
+        raise ModelError(
+            f"adapter weight {key} has shape {tuple(state[key].shape)}, the model expects {tuple(slots[key].shape)}"
+        )
+    with torch.no_grad():
+        for key, parameter in slots.items():
+            parameter.copy_(state[key])
 
 
 def _layer_pattern(layout: StackLayout) -> re.Pattern[str]:
