@@ -28,6 +28,9 @@ class LoraSettings(BaseModel):
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     targets: list[str] | None = None
+    # How adapters of different ranks (fleet files' per-device lora_rank) are aggregated: HetLoRA-style
+    # zero padding, or FLoRA-style stacking folded into the base weights.
+    mixed_ranks: Literal["hetlora", "flora"] = "hetlora"
 
 
 def _codec_spec(key: str, spec: str, parse: Callable[[str, str], object]) -> str:
@@ -73,6 +76,7 @@ class RunConfig(BaseModel):
     label_column: str = "label"
     fleet: str = "paper6"
     cut_layer: int | None = Field(None, ge=1)  # overrides every device's cut when given
+    plan_cuts: bool = False  # plan every device's cut (and "auto" ranks) as `fleettune plan` does, then train
     availability: float | None = Field(None, ge=0, le=1)  # overrides every device's availability (and trace)
     drop_probability: float | None = Field(None, ge=0, le=1)  # overrides every device's drop probability
     deadline_s: float | None = Field(None, gt=0)  # round deadline in virtual seconds; None: no deadline

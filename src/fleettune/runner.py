@@ -21,6 +21,7 @@ from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, check_cut
+from fleettune.planning import Plan, plan_for_run
 from fleettune.runtime.progress import RoundRecord
 from fleettune.scheduling import SCHEDULERS
 from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, TrainingPlan
@@ -31,6 +32,7 @@ from fleettune.schemes.fl import clients_per_round
 DEFAULT_FL_ROUNDS = 20
 FL_LOCAL_STEPS = 10
 SPLIT_SCHEMES = ("sl", "cpsl", "splitfed", "mesfl")
+MIXED_RANK_SCHEMES = ("splitfed", "mesfl")  # schemes whose clients may train adapters of different ranks
 
 
 @dataclass
@@ -41,6 +43,7 @@ class PreparedRun:
     setup: RunSetup
     model_source: ModelSource
     num_layers: int
+    plan: Plan | None = None  # the planner's choice when the run asked for one (`plan_cuts`)
 
 
 def _fleet_for(config: RunConfig) -> Fleet:
@@ -62,8 +65,8 @@ def _fleet_for(config: RunConfig) -> Fleet:
 
 def _resolve_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[int], int] | None) -> Fleet:
     """Integer cuts checked against the model's depth (and, given a memory model, each device's
-    memory); "auto" becomes the deepest cut that fits. A run trains every device at the run's LoRA rank,
-    so `lora_rank = "auto"` (which `fleettune plan` resolves) stands for that rank here."""
+    memory); "auto" becomes the deepest cut that fits. `lora_rank = "auto"` (which `fleettune plan`
+    resolves) stands for the run's rank here."""
     fleet = replace(
         fleet, devices=tuple(replace(d, lora_rank=None) if d.lora_rank == "auto" else d for d in fleet.devices)
     )
@@ -145,6 +148,27 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     num_layers = int(probe.config.num_hidden_layers)
     del probe
     lora = lora_spec(config)
+    planned = None
+    if config.plan_cuts:
+        if config.scheme not in SPLIT_SCHEMES:
+            raise ConfigError(f"plan_cuts: scheme {config.scheme} has no cut layers; expected a split scheme")
+        switch_s = None if config.switch_ms is None else config.switch_ms / 1000
+        wire = cut_wire(config)
+        planned = plan_for_run(
+            fleet,
+            new_model,
+            lora,
+            Task.CLASSIFICATION,
+            config.batch_size,
+            config.max_length,
+            wire,
+            config.scheduler,
+            switch_s,
+        ).plan
+        fleet = planned.apply(fleet)
+    ranks = _client_ranks(config, fleet)
+    if ranks:
+        lora = replace(lora, rank=max(ranks.values()))  # the global adapter's rank
     needs_memory = config.scheme in SPLIT_SCHEMES or any(d.cut_layer == "auto" for d in fleet.devices)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION) if needs_memory else None
     fleet = _resolve_cuts(fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None)
@@ -185,9 +209,26 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         wire=cut_wire(config),
         updates=parse_update_codec(config.compression.updates),
         deadline_s=config.deadline_s,
+        ranks=ranks,
+        mixed_ranks=config.lora.mixed_ranks,
     )
     trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
-    return PreparedRun(config, fleet, trimmed, setup, source, num_layers)
+    return PreparedRun(config, fleet, trimmed, setup, source, num_layers, planned)
+
+
+def _client_ranks(config: RunConfig, fleet: Fleet) -> dict[str, int]:
+    """Each device's LoRA rank when the fleet gives devices ranks of their own (empty: all train at
+    `lora.rank`). A device without one (or with "auto", which `fleettune plan` resolves) uses `lora.rank`."""
+    own = {d.id: d.lora_rank for d in fleet.devices if isinstance(d.lora_rank, int)}
+    if config.scheme == "central" or not own:
+        return {}
+    ranks = {d.id: int(own.get(d.id, config.lora.rank)) for d in fleet.devices}
+    if len(set(ranks.values())) > 1 and config.scheme not in MIXED_RANK_SCHEMES:
+        raise ConfigError(
+            f"fleet {fleet.name} gives its devices different LoRA ranks, which scheme {config.scheme} cannot "
+            f"combine; expected one of {', '.join(MIXED_RANK_SCHEMES)}, or one lora_rank for every device"
+        )
+    return ranks
 
 
 def lora_spec(config: RunConfig) -> LoraSpec:

@@ -18,7 +18,7 @@ from fleettune.fleet.feasibility import GIB
 from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.stages import Task
-from fleettune.planning import RANK_CANDIDATES, MeasuredCosts, Plan, plan_fleet
+from fleettune.planning import RANK_CANDIDATES, Plan, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
 from fleettune.runner import cut_wire, lora_spec
 from fleettune.scheduling import SCHEDULERS
@@ -76,29 +76,34 @@ def plan(
         seed=checked.seed,
     )
     lora = lora_spec(checked)
-    costs = MeasuredCosts(
-        new_model, lora, Task.CLASSIFICATION, checked.batch_size, checked.max_length, cut_wire(checked), real_tokens
+    switch_s = None if checked.switch_ms is None else checked.switch_ms / 1000
+    planned = plan_for_run(
+        devices,
+        new_model,
+        lora,
+        Task.CLASSIFICATION,
+        checked.batch_size,
+        checked.max_length,
+        cut_wire(checked),
+        checked.scheduler,
+        switch_s,
+        candidates,
+        real_tokens,
     )
-    # One measured switch (every client at the shallowest cut, where the server holds the most adapter layers)
-    # stands for every plan, so the search compares plans on the same footing.
-    if checked.switch_ms is not None:
-        switch_s = checked.switch_ms / 1000
-    else:
-        switch_s = costs.switch_s([costs.cuts[0]] * len(devices.devices))
-    result = plan_fleet(devices, costs, lora.rank, checked.scheduler, candidates, switch_s)
+    result = planned.plan
     _print(result, devices, source.name, checked)
     if json_out is not None:
         document = {
             "fleet": devices.name,
             "model": source.name,
-            "layers": costs.num_layers,
+            "layers": planned.costs.num_layers,
             "batch_size": checked.batch_size,
             "max_length": checked.max_length,
             "real_tokens": real_tokens,
             "lora_rank": lora.rank,
             "rank_candidates": list(candidates),
             "compression": checked.compression.model_dump(mode="json"),
-            "switch_s": switch_s,
+            "switch_s": planned.switch_s,
             **result.to_dict(),
         }
         json_out.parent.mkdir(parents=True, exist_ok=True)

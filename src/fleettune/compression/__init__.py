@@ -7,7 +7,7 @@ sends updates with error feedback when its codec is lossy.
 
 from fleettune.compression.base import Codec, PartSpec
 from fleettune.compression.cut import decode_cut, encode_cut
-from fleettune.compression.link import UpdateLink
+from fleettune.compression.link import UpdateLink, receive_state, send_state
 from fleettune.compression.quantize import CastCodec, IntCodec
 from fleettune.compression.sparsify import TopKCodec
 from fleettune.compression.specs import CODECS, CodecKind, parse_cut_codec, parse_update_codec
@@ -29,4 +29,6 @@ __all__ = [
     "encode_update",
     "parse_cut_codec",
     "parse_update_codec",
+    "receive_state",
+    "send_state",
 ]

@@ -29,6 +29,20 @@ def _copy(state: Mapping[str, torch.Tensor]) -> AdapterState:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
+def send_state(codec: Codec, state: Mapping[str, torch.Tensor]) -> bytes:
+    """A state sent as itself (exact with a lossless codec): for what the receiver holds nothing like."""
+    tensors, meta = encode_update(state, codec, prefix=PREFIX)
+    return encode_tensors(tensors, {**meta, "kind": STATE})
+
+
+def receive_state(payload: bytes) -> AdapterState:
+    """The state of a `send_state` payload."""
+    tensors, meta = decode_tensors(payload)
+    if meta.get("kind") != STATE:
+        raise InputError(f"expected an adapter state payload, got metadata kind {meta.get('kind')!r}")
+    return decode_update(tensors, meta, prefix=PREFIX)
+
+
 class UpdateLink:
     """Encode at the sender, decode at the receiver; `reference` is the state the receiver holds."""
 
@@ -46,8 +60,7 @@ class UpdateLink:
     def send(self, state: Mapping[str, torch.Tensor]) -> bytes:
         """The payload that brings the receiver to `state` (approximately, for a lossy codec)."""
         if self.codec.lossless:
-            tensors, meta = encode_update(state, self.codec, prefix=PREFIX)
-            return encode_tensors(tensors, {**meta, "kind": STATE})
+            return send_state(self.codec, state)
         missing = sorted(set(self.reference) ^ set(state))[:3]
         if missing:
             raise ValueError(f"state and reference hold different tensors: {missing}")
@@ -80,3 +93,8 @@ class UpdateLink:
         """Both ends now hold `state` (delivered the other way); the last send's left-out part carries over."""
         self.reference = _copy(state)
         self._carry, self._unsent = self._unsent, {}
+
+    def reset(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Both ends now hold `state`, and nothing earlier carries over (the adapter was replaced)."""
+        self.reference = _copy(state)
+        self._carry, self._unsent = {}, {}

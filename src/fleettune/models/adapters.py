@@ -7,6 +7,7 @@ import weakref
 
 import torch
 from peft import PeftModel, get_peft_model_state_dict
+from torch import nn
 
 from fleettune.errors import ModelError
 from fleettune.models.layout import StackLayout
@@ -76,6 +77,13 @@ def write_adapter(peft: PeftModel, state: AdapterState, adapter_name: str = "def
     with torch.no_grad():
         for key, parameter in slots.items():
             parameter.copy_(state[key])
+
+
+def task_model(peft: PeftModel) -> nn.Module:
+    """The model a PEFT wrapper adapts (LoRA layers in place): adapter keys are paths in it."""
+    inner = peft.base_model.model
+    assert isinstance(inner, nn.Module)
+    return inner
 
 
 def _layer_pattern(layout: StackLayout) -> re.Pattern[str]:

@@ -12,9 +12,10 @@ from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from fleettune.aggregation.hetero import merge_into
 from fleettune.errors import ModelError
 from fleettune.fleet.cost import measure_switch_s
-from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
+from fleettune.models.adapters import AdapterState, read_adapter, task_model, write_adapter
 from fleettune.models.layout import find_layout
 from fleettune.models.lora import LoraSpec, lora_config
 from fleettune.models.shells import InputsEmbedsPassthrough, get_layers, with_replaced
@@ -54,21 +55,23 @@ class SharedServer:
         self.active: str | None = None
         self._switchable: list[nn.Module] = []
 
-    def _config(self, cut: int) -> LoraConfig:
+    def _config(self, cut: int, spec: LoraSpec) -> LoraConfig:
         local = range(cut - self.first, self.layout.num_layers - self.first)
-        return lora_config(self.spec, self.layout, self._targets, self._heads, layers=list(local))
+        return lora_config(spec, self.layout, self._targets, self._heads, layers=list(local))
 
-    def add_client(self, name: str, cut: int) -> None:
+    def add_client(self, name: str, cut: int, spec: LoraSpec | None = None) -> None:
+        """A server-side adapter for client `name` on layers [cut, L); `spec` (default: the server's)
+        sets its rank."""
         check_cut(cut, self.layout.num_layers)
         if cut < self.first:
             raise ModelError(f"client {name}: cut {cut} is below the server's first layer {self.first}")
         if name in self.cuts:
             raise ModelError(f"client {name} already has a server-side adapter")
         if self.stage is None:
-            peft = get_peft_model(self._shell, self._config(cut), adapter_name=name)
+            peft = get_peft_model(self._shell, self._config(cut, spec or self.spec), adapter_name=name)
             self.stage = ServerStage(peft, self.layout, self.task, self.first, self.layout.num_layers)
         else:
-            self.stage.peft.add_adapter(name, self._config(cut))
+            self.stage.peft.add_adapter(name, self._config(cut, spec or self.spec))
         self.cuts[name] = cut
         model = self.stage.peft
         model.set_adapter(name)
@@ -109,6 +112,11 @@ class SharedServer:
         if active is not None:
             self.serve(active)
         return seconds
+
+    def merge_base(self, deltas: dict[str, torch.Tensor]) -> None:
+        """Fold dense updates into the shared base weights (keys: module paths, layers numbered from `first`)."""
+        assert self.stage is not None
+        merge_into(task_model(self.stage.peft), deltas)
 
     def parameters_of(self, name: str) -> list[nn.Parameter]:
         assert self.stage is not None

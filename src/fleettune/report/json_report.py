@@ -79,10 +79,11 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
                     "id": d.id,
                     "kind": d.hardware.kind,
                     "cut_layer": d.cut_layer,
-                    "lora_rank": d.lora_rank or config.lora.rank,
+                    "lora_rank": prepared.setup.ranks.get(d.id, config.lora.rank),
                 }
                 for d in fleet.devices
             ],
+            "plan": None if prepared.plan is None else prepared.plan.to_dict(),
         },
         "history": [asdict(r) for r in result.history],
         "participation": participation_section(result.participation, len(result.history), config.deadline_s),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 from transformers import PreTrainedModel
 
+from fleettune.aggregation.ranks import RankMix
 from fleettune.compression import Codec, parse_update_codec
 from fleettune.data import Split
 from fleettune.fleet import Device, Hardware
@@ -77,10 +78,22 @@ class RunSetup:
     wire: CutWire = FP32_PADDED  # how cut tensors travel
     updates: Codec = field(default_factory=lambda: parse_update_codec("fp32"))  # how adapter traffic travels
     deadline_s: float | None = None  # a round's deadline in virtual seconds (sl, cpsl: a turn's); None: none
+    ranks: dict[str, int] = field(default_factory=dict)  # a client's LoRA rank when not `lora.rank`
+    mixed_ranks: str = "hetlora"  # how adapters of different ranks are combined (see RankMix)
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""
         return np.random.default_rng([self.plan.seed, *stream])
+
+    def lora_for(self, client: str) -> LoraSpec:
+        """The LoRA setting `client` trains with (its own rank, the run's other settings)."""
+        rank = self.ranks.get(client, self.lora.rank)
+        return self.lora if rank == self.lora.rank else replace(self.lora, rank=rank)
+
+    def rank_mix(self) -> RankMix:
+        """How this run's client adapters are aggregated, given their ranks."""
+        ranks = {c.id: self.ranks.get(c.id, self.lora.rank) for c in self.clients}
+        return RankMix(ranks, self.lora.alpha, self.mixed_ranks, self.plan.seed)
 
     def participation(self) -> Participation:
         """The run's availability, disconnect and deadline draws, over its clients in order."""

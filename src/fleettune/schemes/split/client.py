@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 
+from fleettune.aggregation.hetero import merge_into
 from fleettune.data import Batch
 from fleettune.fleet import Device
 from fleettune.messages import CutActivations, CutGradients
-from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
+from fleettune.models.adapters import AdapterState, read_adapter, task_model, write_adapter
 from fleettune.models.stages import ClientStage
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
 from fleettune.training import make_optimizer, set_lr, trainable_parameters
@@ -70,6 +71,14 @@ class SplitClient:
 
     def write(self, state: AdapterState) -> None:
         write_adapter(self.stage.peft, state)
+
+    def merge_base(self, deltas: dict[str, torch.Tensor]) -> None:
+        """Fold dense updates (keyed by module path in the task model) into the stage's base weights."""
+        merge_into(task_model(self.stage.peft), deltas)
+
+    def reset_optimizer(self) -> None:
+        """Forget the optimizer's moments: the adapter they belonged to was replaced."""
+        self.optimizer.state.clear()
 
     def snapshot(self) -> tuple[AdapterState, dict[str, Any]]:
         """The client-side adapter and its optimizer's state, to go back to if this round's work is lost."""

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from fleettune.aggregation import fedavg, sample_weights
-from fleettune.compression import UpdateLink
+from fleettune.aggregation import sample_weights
+from fleettune.aggregation.ranks import Aggregate, RankMix
+from fleettune.compression import UpdateLink, receive_state, send_state
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, read_adapter, split_adapter, write_adapter
@@ -56,9 +57,11 @@ class SplitContext:
     downlinks: dict[str, UpdateLink] = field(default_factory=dict)  # their new values, server to client
     participation: Participation = field(init=False)
     log: ParticipationLog = field(default_factory=ParticipationLog)
+    mix: RankMix = field(init=False)
 
     def __post_init__(self) -> None:
         self.participation = self.setup.participation()
+        self.mix = self.setup.rank_mix()
         for client in self.clients:
             start = client.read()
             self.uplinks[client.id] = UpdateLink(self.setup.updates, start)
@@ -93,11 +96,13 @@ class SplitContext:
 
 
 def build_clients(setup: RunSetup, initial: AdapterState) -> list[SplitClient]:
-    """One client stage per device at its cut, loaded with the initial adapter's client part."""
+    """One client stage per device at its cut (and LoRA rank), loaded with its share of the initial
+    adapter's client part."""
     clients = []
+    mix = setup.rank_mix()
     for index, data in enumerate(setup.clients):
         cut = int(data.device.cut_layer)
-        stage = client_stage(setup.new_model(), cut, setup.lora, setup.task)
+        stage = client_stage(setup.new_model(), cut, setup.lora_for(data.id), setup.task)
         client = SplitClient(
             data.id,
             data.device,
@@ -108,13 +113,14 @@ def build_clients(setup: RunSetup, initial: AdapterState) -> list[SplitClient]:
             setup.plan.lr,
             setup.plan.weight_decay,
         )
-        client.write(split_adapter(initial, stage.layout, cut)[0])
+        client.write(split_adapter(mix.start(initial, data.id), stage.layout, cut)[0])
         clients.append(client)
     return clients
 
 
 def initial_state(setup: RunSetup) -> tuple[AdapterState, FullModel]:
-    """The run's initial global adapter, and a whole model used only to evaluate global adapters."""
+    """The run's initial global adapter (at the global rank), and a whole model used only to evaluate
+    global adapters."""
     model = seeded_full_model(setup)
     model.eval()  # it only ever evaluates: no dropout, and no draws from the global RNG
     return read_adapter(model.peft), model
@@ -254,32 +260,51 @@ def upload_parts(
 def download_parts(
     ctx: SplitContext,
     clients: Sequence[SplitClient],
-    full: AdapterState,
+    full: AdapterState | Callable[[SplitClient], AdapterState],
     round_index: int,
     deadline_at: float | None = None,
+    merges: Callable[[SplitClient], Sequence[Aggregate]] | None = None,
 ) -> list[SplitClient]:
-    """The server splits `full` at each client's cut and sends each client its part. Returns the clients
-    it reached; a download that would end after `deadline_at` is cut there and its client leaves."""
-    sent = {}
+    """The server splits `full` (or each client's own `full(client)`) at each client's cut and sends
+    each client its part. With `merges`, a client first receives the client part of each stacked
+    adapter it has not folded into its base weights yet, folds them in, and starts its part afresh.
+    Returns the clients it reached; a download that would end after `deadline_at` is cut there and
+    its client leaves."""
+    sent: dict[str, tuple[UpdateLink | None, list[bytes], list[Aggregate], AdapterState]] = {}
     for client in clients:
-        part, _ = split_adapter(full, ctx.layout, client.cut)
-        link = copy.deepcopy(ctx.downlinks[client.id])
-        sent[client.id] = (link, link.send(part))
-    seconds = {c.id: downlink_s(c.device, len(sent[c.id][1])) for c in clients}
-    sizes = {c.id: len(sent[c.id][1]) for c in clients}
+        part, _ = split_adapter(full(client) if callable(full) else full, ctx.layout, client.cut)
+        pending = list(merges(client)) if merges is not None else []
+        link: UpdateLink | None = None
+        if pending:
+            payloads = [send_state(ctx.setup.updates, _client_part(ctx, client, a)) for a in pending]
+        else:
+            link = copy.deepcopy(ctx.downlinks[client.id])
+            payloads = [link.send(part)]
+        sent[client.id] = (link, payloads, pending, part)
+    sizes = {c.id: sum(len(p) for p in sent[c.id][1]) for c in clients}
+    seconds = {c.id: downlink_s(c.device, sizes[c.id]) for c in clients}
     cut = cut_transfers(seconds, sizes, Activity.ADAPTER_DOWNLINK, round_index, ctx.now_s, {}, deadline_at)
     reached = []
     for client in clients:
-        link, payload = sent[client.id]
+        link, payloads, pending, part = sent[client.id]
         spent = cut.spent.get(client.id)
         if spent is None:
-            ctx.traffic.down(client.id, payload)
-            spent = Spend(client_s=seconds[client.id], downlink_bytes=len(payload))
-            ctx.downlinks[client.id] = link
-            delivered = link.receive(payload)
-            client.write(delivered)
-            ctx.uplinks[client.id].rebase(delivered)  # the client's next update is measured from here
-            client.received_peak = max(client.received_peak, len(payload))
+            for payload in payloads:
+                ctx.traffic.down(client.id, payload)
+            spent = Spend(client_s=seconds[client.id], downlink_bytes=sizes[client.id])
+            if link is None:  # stacked adapters: folded into the base weights, then a fresh adapter
+                for aggregate, payload in zip(pending, payloads, strict=True):
+                    client.merge_base(ctx.mix.deltas(receive_state(payload), aggregate.stacked_rank))
+                client.write(part)
+                client.reset_optimizer()
+                ctx.downlinks[client.id].reset(part)
+                ctx.uplinks[client.id].reset(part)
+            else:
+                ctx.downlinks[client.id] = link
+                delivered = link.receive(payloads[0])  # the link's copy, now what both ends hold
+                client.write(delivered)
+                ctx.uplinks[client.id].rebase(delivered)  # the client's next update is measured from here
+            client.received_peak = max(client.received_peak, max(len(p) for p in payloads))
             reached.append(client)
         else:
             ctx.traffic.count(client.id, downlink=spent.downlink_bytes)
@@ -288,16 +313,28 @@ def download_parts(
     return reached
 
 
+def _client_part(ctx: SplitContext, client: SplitClient, aggregate: Aggregate) -> AdapterState:
+    assert aggregate.stacked is not None
+    return split_adapter(aggregate.stacked, ctx.layout, client.cut)[0]
+
+
 def aggregate(
-    ctx: SplitContext, views: Sequence[AdapterState], clients: Sequence[SplitClient], round_index: int
-) -> AdapterState:
-    """FedAvg of full views weighted by sample counts, priced as 2 FLOPs per value per client."""
-    full = fedavg(views, sample_weights([c.num_samples for c in clients]))
-    values = sum(t.numel() for t in full.values())
-    seconds = compute_s(2 * values * len(views), ctx.setup.server)
+    ctx: SplitContext,
+    views: Sequence[AdapterState],
+    clients: Sequence[SplitClient],
+    round_index: int,
+    version: int = 0,
+) -> Aggregate:
+    """The clients' full views combined (FedAvg weighted by sample counts, or the run's way of mixing
+    LoRA ranks), priced as 2 FLOPs per value per client."""
+    combined = ctx.mix.combine(
+        views, [c.id for c in clients], sample_weights([c.num_samples for c in clients]), version
+    )
+    values = sum(t.numel() for view in views for t in view.values())
+    seconds = compute_s(2 * values, ctx.setup.server)
     ctx.energy.server_busy(ctx.setup.server.power_w, seconds)
     ctx.advance(server_work(seconds, Activity.AGGREGATE, round_index, ctx.now_s), round_index)
-    return full
+    return combined
 
 
 def record_round(

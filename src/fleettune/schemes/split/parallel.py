@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from fleettune.aggregation import fedavg, sample_weights
-from fleettune.models.adapters import AdapterState
+import torch
+
+from fleettune.aggregation import merge_into, sample_weights
+from fleettune.aggregation.ranks import Aggregate
+from fleettune.models.adapters import AdapterState, task_model
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step, shared_processor_step
 from fleettune.runtime.sim.cutoffs import StepClock
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
@@ -34,18 +37,28 @@ from fleettune.schemes.split.servers import PerClientAdapters, ServerCopies, Ser
 def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: StepClock) -> SchemeResult:
     """Rounds of `local_steps` steps of the online clients, aggregating every `aggregate_every` rounds
     over the clients that completed. A client that leaves a round goes back (both sides) to its state
-    at the round's start; one that missed an aggregation downloads the global adapter when next online."""
+    at the round's start; one that missed an aggregation downloads the global adapter when next online
+    (with mixed ranks combined by stacking: every stacked adapter it missed, to fold into its base)."""
     with without_rng_draws():
         initial, evaluation = initial_state(setup)
         clients = build_clients(setup, initial)
         server = make_server()
-    for client in clients:
-        server.load(client.id, initial)
     plan = setup.plan
     ctx = SplitContext(setup, clients, server, evaluation, total_steps=plan.rounds * plan.local_steps)
-    current = initial  # the global adapter: changes only at an aggregation that someone completed
+    mix = ctx.mix
+    for client in clients:
+        server.load(client.id, mix.start(initial, client.id))
+    # The global adapter: changes only at an aggregation that someone completed.
+    current = Aggregate(initial, {c.id: mix.start(initial, c.id) for c in clients})
+    merged: list[Aggregate] = []  # stacked adapters folded into the base weights, in order (flora)
     version = 0
     synced = {c.id: version for c in clients}  # the global each client last received
+
+    def missed(client: SplitClient) -> list[Aggregate]:
+        return merged[synced[client.id] :] if mix.merges else []
+
+    def continue_from(client: SplitClient) -> AdapterState:
+        return current.continue_from[client.id]
 
     def serve_each(sent: list[Forwarded]) -> list[Served]:
         # The server's order changes only time: each client has its own server-side adapter.
@@ -67,7 +80,7 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         stale = [c for c in members if synced[c.id] != version]
         if stale:
             # Back after missing an aggregation: first the current global adapter's client part.
-            for client in download_parts(ctx, stale, current, round_index, deadline_at):
+            for client in download_parts(ctx, stale, continue_from, round_index, deadline_at, missed):
                 synced[client.id] = version
         losses: list[ClientLoss] = []
         for step_index in range(plan.local_steps):
@@ -79,24 +92,44 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         ctx.now_s = max(ctx.now_s, ctx.log.latest_leave_s)  # a client that left held the round up to then
         att.restore_leavers(server)
         if arrived:
-            current = aggregate(ctx, views, arrived, round_index)
-            download_parts(ctx, arrived, current, round_index)
+            current = aggregate(ctx, views, arrived, round_index, version + 1)
+            if current.stacked is not None:
+                _fold(ctx, current)
+                merged.append(current)
+            download_parts(ctx, arrived, continue_from, round_index, merges=missed)
             version += 1
             for client in arrived:
                 synced[client.id] = version
             for client in clients:
-                server.load(client.id, current)
-        global_state: Callable[[], AdapterState] = partial(dict, current)
-        if not aggregating:
-            # Between aggregations the global model is what an aggregation now would produce.
+                server.load(client.id, current.continue_from[client.id])
+                if current.stacked is not None:
+                    server.restart(client.id)
+        global_state: Callable[[], AdapterState] = partial(dict, current.evaluation)
+        if not aggregating and not mix.merges:
+            # Between aggregations the global model is what an aggregation now would produce (with
+            # stacking, that would change the base weights: the last aggregate is evaluated instead).
             global_state = partial(_average_views, ctx, [c for c in clients if synced[c.id] == version])
         if record_round(ctx, round_index, kept_losses(losses, att.completed()), global_state):
             break
     return finish(ctx)
 
 
+def _fold(ctx: SplitContext, combined: Aggregate) -> None:
+    """The server folds a stacked adapter into the base weights it holds and into the evaluation model."""
+    assert combined.stacked is not None
+    rank = combined.stacked_rank
+
+    def deltas(part: AdapterState) -> dict[str, torch.Tensor]:
+        return ctx.mix.deltas(part, rank)
+
+    ctx.server.merge(combined.stacked, deltas)
+    merge_into(task_model(ctx.evaluation.peft), deltas(combined.stacked))
+
+
 def _average_views(ctx: SplitContext, clients: Sequence[SplitClient]) -> AdapterState:
-    return fedavg([full_view(ctx, c) for c in clients], sample_weights([c.num_samples for c in clients]))
+    views = [full_view(ctx, c) for c in clients]
+    weights = sample_weights([c.num_samples for c in clients])
+    return ctx.mix.combine(views, [c.id for c in clients], weights).evaluation
 
 
 @SCHEMES.register("mesfl")
@@ -107,8 +140,9 @@ def run_mesfl(setup: RunSetup) -> SchemeResult:
     def make_server() -> ServerRole:
         plan = setup.plan
         cuts = cuts_of(setup)
+        specs = {c: setup.lora_for(c) for c in cuts}
         return PerClientAdapters(
-            setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, setup.switch_s
+            setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, setup.switch_s, specs
         )
 
     policy = setup.scheduler
@@ -125,6 +159,8 @@ def run_splitfed(setup: RunSetup) -> SchemeResult:
 
     def make_server() -> ServerRole:
         plan = setup.plan
-        return ServerCopies(setup.new_model, cuts_of(setup), setup.lora, setup.task, plan.lr, plan.weight_decay)
+        cuts = cuts_of(setup)
+        specs = {c: setup.lora_for(c) for c in cuts}
+        return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, specs)
 
     return _run(setup, make_server, shared_processor_step)

@@ -111,7 +111,7 @@ def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluste
             att.restore_leavers(None)
             losses += kept_losses(taken, att.completed())
             if arrived:
-                full = aggregate(ctx, views, arrived, round_index) if len(arrived) > 1 else views[0]
+                full = aggregate(ctx, views, arrived, round_index).evaluation if len(arrived) > 1 else views[0]
             elif before is not None:
                 server.restore(team[0].id, before)  # nobody completed the turn: the server's steps are undone
             server.load(team[0].id, full)

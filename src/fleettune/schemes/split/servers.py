@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedModel
 
+from fleettune.aggregation.hetero import merge_into
 from fleettune.messages import CutActivations, CutGradients
-from fleettune.models.adapters import AdapterState, join_adapter, read_adapter, split_adapter, write_adapter
+from fleettune.models.adapters import AdapterState, join_adapter, read_adapter, split_adapter, task_model, write_adapter
 from fleettune.models.layout import StackLayout
 from fleettune.models.lora import LoraSpec
 from fleettune.models.shared_server import SharedServer
@@ -50,6 +51,15 @@ class ServerRole(Protocol):
         ...
 
     def restore(self, client: str, snapshot: Snapshot) -> None: ...
+
+    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
+        """Fold the server's part of a stacked adapter (full-model keys) into the base weights it holds;
+        `deltas` turns a part into dense updates."""
+        ...
+
+    def restart(self, client: str) -> None:
+        """Forget the optimizer moments of `client`'s server-side adapter (the adapter was replaced)."""
+        ...
 
 
 def _snapshot(state: AdapterState, optimizer: torch.optim.Optimizer) -> Snapshot:
@@ -111,6 +121,7 @@ class PerClientAdapters(_Metered):
         lr: float,
         weight_decay: float,
         switch_s: float | None = None,
+        specs: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         super().__init__()
         self.first = min(cuts.values())
@@ -119,7 +130,7 @@ class PerClientAdapters(_Metered):
         self.names = {client: f"client{i}" for i, client in enumerate(cuts)}  # PEFT-safe adapter names
         self.cuts = dict(cuts)
         for client, cut in cuts.items():
-            self.server.add_client(self.names[client], cut)
+            self.server.add_client(self.names[client], cut, (specs or {}).get(client, spec))
         if switch_s is None:
             # Measured once, so that the virtual clock is the same on every run of this set-up.
             switch_s = self.server.switch_seconds(SWITCH_REPEATS)
@@ -160,6 +171,13 @@ class PerClientAdapters(_Metered):
     def restore(self, client: str, snapshot: Snapshot) -> None:
         self.server.write(self.names[client], _restore(snapshot, self.optimizers[client]))
 
+    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
+        _, part = split_adapter(stacked, self.layout, self.first)
+        self.server.merge_base(deltas(part))
+
+    def restart(self, client: str) -> None:
+        self.optimizers[client].state.clear()
+
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
         frozen, trainable, _ = module_bytes(self.server.module())
         # Inactive adapters are frozen while another client is served: count every adapter as trainable.
@@ -186,9 +204,12 @@ class ServerCopies(_Metered):
         task: Task,
         lr: float,
         weight_decay: float,
+        specs: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         super().__init__()
-        self.stages: dict[str, ServerStage] = {c: server_stage(new_model(), cut, spec, task) for c, cut in cuts.items()}
+        self.stages: dict[str, ServerStage] = {
+            c: server_stage(new_model(), cut, (specs or {}).get(c, spec), task) for c, cut in cuts.items()
+        }
         self.layout = next(iter(self.stages.values())).layout
         self.cuts = dict(cuts)
         self.lr = lr
@@ -224,6 +245,14 @@ class ServerCopies(_Metered):
 
     def restore(self, client: str, snapshot: Snapshot) -> None:
         write_adapter(self.stages[client].peft, _restore(snapshot, self.optimizers[client]))
+
+    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
+        for client, stage in self.stages.items():  # every copy holds its own base weights
+            _, part = split_adapter(stacked, self.layout, self.cuts[client])
+            merge_into(task_model(stage.peft), deltas(part))
+
+    def restart(self, client: str) -> None:
+        self.optimizers[client].state.clear()
 
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
         total = MemoryBreakdown(received=received_bytes)
@@ -303,6 +332,13 @@ class SharedAdapter(_Metered):
 
     def restore(self, client: str, snapshot: Snapshot) -> None:
         self.server.write("shared", _restore(snapshot, self.optimizer))
+
+    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
+        _, part = split_adapter(stacked, self.layout, self.first)
+        self.server.merge_base(deltas(part))
+
+    def restart(self, client: str) -> None:
+        self.optimizer.state.clear()
 
     def memory(self, concurrent: Sequence[str], received_bytes: int) -> MemoryBreakdown:
         frozen, trainable, _ = module_bytes(self.server.module())

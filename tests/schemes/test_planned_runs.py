@@ -1,0 +1,80 @@
+"""`plan_cuts = true`: a run trains with the cuts (and "auto" ranks) the planner chooses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleettune.config import build_config
+from fleettune.errors import ConfigError
+from fleettune.runner import execute, prepare
+
+FLEET = """name = "to-plan"
+[server]
+kind = "rtx-4080-super"
+[[device]]
+id = "fast"
+kind = "jetson-orin-nano"
+cut_layer = "auto"
+lora_rank = "auto"
+[[device]]
+id = "slow"
+kind = "raspberry-pi-4"
+cut_layer = 3
+uplink_mbps = 5
+[[device]]
+id = "phone"
+kind = "snapdragon-8-gen3"
+lora_rank = 4
+"""
+
+
+def _flags(tiny_model_dir: Path, tiny_data_dir: Path, fleet: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "scheme": "mesfl",
+        "model": str(tiny_model_dir),
+        "dataset": "local",
+        "data_dir": str(tiny_data_dir),
+        "fleet": str(fleet),
+        "batch_size": 8,
+        "max_length": 16,
+        "lora.rank": 4,
+        "rounds": 2,
+        "switch_ms": 1.0,
+        **extra,
+    }
+
+
+def test_a_planned_run_trains_with_the_plan(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    prepared = prepare(build_config(flags=_flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True)))
+    plan = prepared.plan
+    assert plan is not None
+    chosen = {d.device: (d.cut, d.rank) for d in plan.devices}
+    assert {d.id: (d.cut_layer, d.lora_rank) for d in prepared.fleet.devices} == chosen
+    assert chosen["phone"][1] == 4  # a device's own rank is kept
+    assert {c.id: c.device.cut_layer for c in prepared.setup.clients} == {k: v[0] for k, v in chosen.items()}
+    assert prepared.setup.lora_for("phone").rank == 4
+    assert plan.uniform_makespan_s is None or plan.makespan_s <= plan.uniform_makespan_s
+    result = execute(prepared)
+    assert len(result.history) == 2 and result.final.scores.accuracy >= 0
+
+
+def test_without_planning_auto_is_the_deepest_fitting_cut(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    prepared = prepare(build_config(flags=_flags(tiny_model_dir, tiny_data_dir, fleet)))
+    assert prepared.plan is None
+    assert prepared.fleet.devices[0].cut_layer == 3  # the 4-layer model's deepest cut, which fits
+
+
+def test_planning_needs_a_split_scheme(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    with pytest.raises(ConfigError, match="plan_cuts"):
+        prepare(build_config(flags=_flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True, scheme="fl")))
