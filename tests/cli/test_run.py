@@ -96,6 +96,7 @@ def test_fl_uplink_is_clients_times_rounds_times_adapter_payload(fl_report: dict
     assert comm["uplink"] == 3 * 2 * payload
     assert comm["downlink"] == 3 * 2 * payload
     assert all(c == {"uplink": 2 * payload, "downlink": 2 * payload} for c in comm["per_client"].values())
+    assert comm["by_kind"] == {"adapter": {"uplink": 3 * 2 * payload, "downlink": 3 * 2 * payload}}  # fl: no cut
 
 
 def test_fl_is_deterministic_for_a_seed(fl_report: dict, tmp_path: Path, shared_data: Path) -> None:

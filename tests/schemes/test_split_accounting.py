@@ -22,6 +22,12 @@ def test_mesfl_bytes_are_the_encoded_messages(run_scheme: RunScheme) -> None:
     for client, sent in up.items():
         assert sent > 2 * 8 * 2 * 32 * 4  # batch 8 x >= 2 tokens x hidden 32 x fp32, twice
         assert down[client] > 0
+    kinds = result.traffic.kinds
+    assert set(kinds) == {"cut", "adapter"}
+    for direction, per_client in (("uplink", up), ("downlink", down)):
+        assert kinds["cut"][direction] + kinds["adapter"][direction] == sum(per_client.values())
+    # One aggregation: each client's adapter part once each way; the rest is the 2 steps' cut tensors.
+    assert 0 < kinds["adapter"]["uplink"] < kinds["cut"]["uplink"]
 
 
 def test_timeline_covers_every_phase_of_a_mesfl_round(run_scheme: RunScheme) -> None:

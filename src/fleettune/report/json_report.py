@@ -106,6 +106,7 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
             "uplink": result.traffic.total_uplink(),
             "downlink": result.traffic.total_downlink(),
             "per_client": result.traffic.per_client(client_ids),
+            "by_kind": {kind: dict(totals) for kind, totals in sorted(result.traffic.kinds.items())},
         },
         "energy_j": {"server": result.energy.server_j, "clients": dict(result.energy.clients_j)},
         # Virtual time and energy come from the cost model: FLOPs counted on the real computation

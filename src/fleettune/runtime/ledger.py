@@ -5,24 +5,31 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+CUT = "cut"  # activations up and gradients down at the cut layer
+ADAPTER = "adapter"  # adapter states and updates: aggregation and hand-offs
+
 
 @dataclass
 class TrafficLedger:
-    """Encoded payload bytes per client, up (client to server) and down."""
+    """Encoded payload bytes per client, up (client to server) and down, and per kind of traffic."""
 
     uplink: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     downlink: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    kinds: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> {"uplink": n, "downlink": n}
 
-    def up(self, client: str, payload: bytes) -> None:
-        self.uplink[client] += len(payload)
+    def up(self, client: str, payload: bytes, kind: str) -> None:
+        self.count(client, kind, uplink=len(payload))
 
-    def down(self, client: str, payload: bytes) -> None:
-        self.downlink[client] += len(payload)
+    def down(self, client: str, payload: bytes, kind: str) -> None:
+        self.count(client, kind, downlink=len(payload))
 
-    def count(self, client: str, uplink: int = 0, downlink: int = 0) -> None:
-        """Bytes of payloads only partly sent (a device left while they were under way)."""
+    def count(self, client: str, kind: str, uplink: int = 0, downlink: int = 0) -> None:
+        """Bytes by count: also for payloads only partly sent (a device left while they were under way)."""
         self.uplink[client] += uplink
         self.downlink[client] += downlink
+        totals = self.kinds.setdefault(kind, {"uplink": 0, "downlink": 0})
+        totals["uplink"] += uplink
+        totals["downlink"] += downlink
 
     def total_uplink(self) -> int:
         return sum(self.uplink.values())

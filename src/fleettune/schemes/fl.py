@@ -12,7 +12,7 @@ from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
 from fleettune.runtime.events import Activity
-from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
+from fleettune.runtime.ledger import ADAPTER, EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.cutoffs import Span, leave_point, spent_until
@@ -117,7 +117,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             leave = leave_point(spans, drop_after, setup.deadline_s)
             if leave is not None:
                 spent = spent_until(spans, leave.at_s)
-                traffic.count(client.id, spent.uplink_bytes, spent.downlink_bytes)
+                traffic.count(client.id, ADAPTER, spent.uplink_bytes, spent.downlink_bytes)
                 energy.client_busy(client.id, device.hardware.power_w, spent.client_s)
                 if leave.at_s >= down_s:  # the global adapter had arrived
                     downlinks[client.id] = down_link
@@ -127,8 +127,8 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 slowest = max(slowest, leave.at_s)
                 continue
             downlinks[client.id], uplinks[client.id] = down_link, up_link
-            traffic.down(client.id, downlink)
-            traffic.up(client.id, upload)
+            traffic.down(client.id, downlink, ADAPTER)
+            traffic.up(client.id, upload, ADAPTER)
             payloads.append(upload)
             views.append(up_link.receive(upload))
             counts.append(len(client.train))

@@ -16,7 +16,7 @@ from fleettune.models.adapters import AdapterState, read_adapter, split_adapter,
 from fleettune.models.layout import StackLayout
 from fleettune.models.stages import FullModel, client_stage
 from fleettune.runtime.events import Activity, Event
-from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
+from fleettune.runtime.ledger import ADAPTER, CUT, EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.clock import StepPhases, Timeline, server_work
@@ -193,14 +193,14 @@ def settle_step(
         power = client.device.hardware.power_w
         spent = cut.spent.get(client.id)
         if spent is None:
-            ctx.traffic.up(client.id, s.payload)
-            ctx.traffic.down(client.id, o.payload)
+            ctx.traffic.up(client.id, s.payload, CUT)
+            ctx.traffic.down(client.id, o.payload, CUT)
             busy = p.forward_s + p.backward_s + p.uplink_s + p.downlink_s
             ctx.energy.client_busy(client.id, power, busy)
             ctx.energy.server_busy(ctx.setup.server.power_w, p.server_s + p.switch_s)
             spent = Spend(busy, p.server_s + p.switch_s, len(s.payload), len(o.payload))
         else:
-            ctx.traffic.count(client.id, spent.uplink_bytes, spent.downlink_bytes)
+            ctx.traffic.count(client.id, CUT, spent.uplink_bytes, spent.downlink_bytes)
             ctx.energy.client_busy(client.id, power, spent.client_s)
             ctx.energy.server_busy(ctx.setup.server.power_w, spent.server_s)
         ctx.settle(client, spent, cut)
@@ -243,7 +243,7 @@ def upload_parts(
         link, payload = uploads[client.id]
         spent = cut.spent.get(client.id)
         if spent is None:
-            ctx.traffic.up(client.id, payload)
+            ctx.traffic.up(client.id, payload, ADAPTER)
             spent = Spend(client_s=seconds[client.id], uplink_bytes=len(payload))
             ctx.uplinks[client.id] = link
             view = link.receive(payload)
@@ -251,7 +251,7 @@ def upload_parts(
             arrived.append(client)
             views.append(view)
         else:
-            ctx.traffic.count(client.id, uplink=spent.uplink_bytes)
+            ctx.traffic.count(client.id, ADAPTER, uplink=spent.uplink_bytes)
         ctx.settle(client, spent, cut)
     ctx.advance(cut.timeline, round_index)
     return arrived, views
@@ -290,7 +290,7 @@ def download_parts(
         spent = cut.spent.get(client.id)
         if spent is None:
             for payload in payloads:
-                ctx.traffic.down(client.id, payload)
+                ctx.traffic.down(client.id, payload, ADAPTER)
             spent = Spend(client_s=seconds[client.id], downlink_bytes=sizes[client.id])
             if link is None:  # stacked adapters: folded into the base weights, then a fresh adapter
                 for aggregate, payload in zip(pending, payloads, strict=True):
@@ -307,7 +307,7 @@ def download_parts(
             client.received_peak = max(client.received_peak, max(len(p) for p in payloads))
             reached.append(client)
         else:
-            ctx.traffic.count(client.id, downlink=spent.downlink_bytes)
+            ctx.traffic.count(client.id, ADAPTER, downlink=spent.downlink_bytes)
         ctx.settle(client, spent, cut)
     ctx.advance(cut.timeline, round_index)
     return reached

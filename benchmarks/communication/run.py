@@ -1,0 +1,213 @@
+"""Fewer bytes at the cut: codecs and unpadding in real runs, a loaded server's schedulers, the planner.
+
+    python benchmarks/communication/run.py --out benchmarks/communication/results \\
+        --baseline benchmarks/casestudy/results/minilm-lr1e-3/mesfl/report.json
+
+Three parts, each written to its own JSON in --out (and summarised in summary.json):
+
+* `codecs`: `mesfl` on CARER and `paper6` (MiniLM, the case study's settings: LoRA r16, batch 16,
+  cut tensors padded to 128 tokens, lr 1e-3, target 0.89) with each cut codec, with and without
+  unpadding. Per setting: cut bytes per step (both directions, from the runs' ledgers), virtual time
+  per round, rounds and virtual time to 0.89 and the accuracy, next to fp32 padded. --baseline reuses
+  an existing fp32-padded report of the same settings (the case study's) instead of running it again.
+* `schedulers`: one step of 60 fast devices (phones and Jetson Orins) at 1 Gbps sending int8 unpadded
+  cut tensors of CARER-length texts, so that the server is the bottleneck; every ordering policy.
+* `planner`: `fleettune plan`'s search on generated 20-device fleets against the best uniform cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fleettune.cli.run import train_one
+from fleettune.compression import parse_cut_codec
+from fleettune.config import build_config
+from fleettune.fleet import generate_fleet
+from fleettune.messages import CutWire
+from fleettune.models.catalog import load_tokenizer, resolve_model
+from fleettune.models.loading import load_task_model
+from fleettune.models.lora import LoraSpec
+from fleettune.models.stages import Task
+from fleettune.planning import plan_for_run
+from fleettune.planning.step import fleet_step_phases
+from fleettune.scheduling import Job, compare_policies, processor_sharing
+
+DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
+TARGET = 0.89
+SETTINGS = {  # name: (activations codec, gradients codec, unpad)
+    "fp32 padded": ("fp32", "fp32", False),
+    "fp32 unpadded": ("fp32", "fp32", True),
+    "fp16": ("fp16", "fp16", False),
+    "bf16": ("bf16", "bf16", False),
+    "int8": ("int8", "int8", False),
+    "int4": ("int4", "int4", False),
+    "topk:0.1": ("topk:0.1", "topk:0.1", False),
+    "fp16 unpadded": ("fp16", "fp16", True),
+    "int8 unpadded": ("int8", "int8", True),
+}
+FAST_KINDS = ("snapdragon-8-gen3", "snapdragon-8s-gen3", "apple-a17-pro", "jetson-orin-nano")
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "-").replace(":", "")
+
+
+def run_codecs(args: argparse.Namespace) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "scheme": "mesfl",
+        "model": "minilm",
+        "dataset": "carer",
+        "data_dir": args.data_dir,
+        "fleet": "paper6",
+        "lora.rank": 16,
+        "batch_size": 16,
+        "max_length": 128,
+        "padding": "max_length",
+        "lr": 1e-3,
+        "lr_schedule": "constant",
+        "target_accuracy": TARGET,
+        "stop_at_target": True,
+        "eval_every": args.eval_every,
+        "max_eval_samples": 1000,
+        "rounds": args.max_rounds,
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for name in args.settings.split(","):
+        activations, gradients, unpad = SETTINGS[name]
+        report_path = args.out / "codecs" / _slug(name) / "report.json"
+        if name == "fp32 padded" and args.baseline is not None:
+            report = json.loads(Path(args.baseline).read_text())
+        elif args.reuse and report_path.exists():
+            report = json.loads(report_path.read_text())
+        else:
+            flags = {
+                **common,
+                "compression.activations": activations,
+                "compression.gradients": gradients,
+                "compression.unpad": unpad,
+            }
+            report = train_one(build_config(flags=flags), report_path.parent)
+        rows[name] = _summary(report)
+    base = rows.get("fp32 padded")
+    for row in rows.values():
+        if base is not None:
+            row["cut_bytes_vs_fp32_padded"] = base["cut_bytes_per_step"] / row["cut_bytes_per_step"]
+            row["time_per_round_vs_fp32_padded"] = row["sim_time_per_round_s"] / base["sim_time_per_round_s"]
+            matched = base["accuracy_by_round"].get(str(row["rounds"]))
+            row["fp32_padded_accuracy_at_same_round"] = matched
+            if row["time_to_target_s"] is not None and base["time_to_target_s"] is not None:
+                row["time_to_target_vs_fp32_padded"] = row["time_to_target_s"] / base["time_to_target_s"]
+    return rows
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    history = report["history"]
+    kinds = report["communication_bytes"].get("by_kind")
+    steps = len(history) * len(report["fleet"]["devices"])  # one step per device per round here
+    if kinds is not None:
+        cut = kinds["cut"]["uplink"] + kinds["cut"]["downlink"]
+    else:  # reports written before the ledger split its kinds: the adapter traffic is not separable
+        cut = report["communication_bytes"]["uplink"] + report["communication_bytes"]["downlink"]
+    evaluated = [h for h in history if h["accuracy"] is not None]
+    reached = [h for h in evaluated if h["accuracy"] >= TARGET]
+    compression = report["config"]["compression"]
+    return {
+        "compression": compression,
+        "rounds": len(history),
+        "cut_bytes_per_step": cut / steps,
+        "cut_bytes_exact": kinds is not None,
+        "sim_time_per_round_s": history[-1]["sim_time_s"] / len(history),
+        "rounds_to_target": reached[0]["round"] if reached else None,
+        "time_to_target_s": report["time_to_target_s"],
+        "final_accuracy": report["final"]["accuracy"],
+        "accuracy_by_round": {str(h["round"]): h["accuracy"] for h in evaluated},
+        "wall_time_s": report["wall_time_s"],
+    }
+
+
+def run_schedulers(real_tokens: int) -> dict[str, Any]:
+    source = resolve_model("minilm")
+    tokenizer = load_tokenizer(source)
+    new_model = partial(
+        load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
+    )
+    fleet = generate_fleet(60, 4, kinds=FAST_KINDS, uplink_mbps=1000.0, downlink_mbps=1000.0, cut_layer=1)
+    wire = CutWire(parse_cut_codec("int8", "int8"), parse_cut_codec("int8", "int8"), True)
+    phases = fleet_step_phases(fleet, new_model, LoraSpec(rank=16), Task.CLASSIFICATION, 16, 128, wire, real_tokens)
+    jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
+    started = time.perf_counter()
+    makespans = compare_policies(jobs)
+    solve_s = time.perf_counter() - started
+    shared = [Job(p.client, p.release_s, p.server_s, p.tail_s) for p in phases]
+    done = processor_sharing(shared)
+    makespans["processor sharing (splitfed)"] = max(done[j.id] + j.tail_s for j in shared)
+    best = makespans["optimal"]
+    busy = sum(j.processing_s for j in jobs)
+    return {
+        "fleet": "60 devices of " + ", ".join(FAST_KINDS) + ", cut 1, 1 Gbps, int8 unpadded",
+        "real_tokens": real_tokens,
+        "server_busy_fraction": busy / best,
+        "makespan_s": makespans,
+        "ratio_to_optimal": {k: v / best for k, v in makespans.items()},
+        "policies_wall_s": solve_s,
+    }
+
+
+def run_planner(seeds: list[int]) -> dict[str, Any]:
+    source = resolve_model("minilm")
+    tokenizer = load_tokenizer(source)
+    new_model = partial(
+        load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
+    )
+    wire = CutWire(parse_cut_codec("fp32", "fp32"), parse_cut_codec("fp32", "fp32"), False)
+    out = {}
+    for seed in seeds:
+        fleet = generate_fleet(20, seed)
+        planned = plan_for_run(fleet, new_model, LoraSpec(rank=16), Task.CLASSIFICATION, 16, 128, wire, "schrage")
+        plan = planned.plan
+        over = [d.device for d in plan.devices if d.memory_bytes > d.budget_bytes]
+        out[f"gen:20:{seed}"] = {
+            "planned_makespan_s": plan.makespan_s,
+            "uniform_cut": plan.uniform_cut,
+            "uniform_makespan_s": plan.uniform_makespan_s,
+            "ratio_to_uniform": plan.ratio_to_uniform,
+            "cuts": {d.device: d.cut for d in plan.devices},
+            "devices_over_memory": over,
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="codecs,schedulers,planner")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--max-rounds", type=int, default=600)
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--baseline", default=None, help="an fp32-padded mesfl report of the same settings")
+    parser.add_argument("--reuse", action="store_true", help="keep codec reports already written in --out")
+    parser.add_argument("--real-tokens", type=int, default=24, help="CARER's typical length, for the schedulers")
+    parser.add_argument("--planner-seeds", default="0,1,2,3,4")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    summary: dict[str, Any] = {}
+    if "schedulers" in parts:
+        summary["schedulers"] = run_schedulers(args.real_tokens)
+    if "planner" in parts:
+        summary["planner"] = run_planner([int(s) for s in args.planner_seeds.split(",")])
+    if "codecs" in parts:
+        summary["codecs"] = run_codecs(args)
+    for name, part in summary.items():
+        (args.out / f"{name}.json").write_text(json.dumps(part, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "codecs"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
