@@ -12,7 +12,9 @@ Three parts, each written to its own JSON in --out (and summarised in summary.js
   an existing fp32-padded report of the same settings (the case study's) instead of running it again.
 * `schedulers`: one step of 60 fast devices (phones and Jetson Orins) at 1 Gbps sending int8 unpadded
   cut tensors of CARER-length texts, so that the server is the bottleneck; every ordering policy.
-* `planner`: `fleettune plan`'s search on generated 20-device fleets against the best uniform cut.
+* `planner`: `fleettune plan`'s search on generated 20-device fleets against the best uniform cut, for
+  MiniLM and MPNet, fp32 padded and int8 unpadded cut tensors, the catalogue's mix of devices at
+  100 Mbps and fast devices at 1 Gbps.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from typing import Any
 from fleettune.cli.run import train_one
 from fleettune.compression import parse_cut_codec
 from fleettune.config import build_config
-from fleettune.fleet import generate_fleet
+from fleettune.fleet import Fleet, generate_fleet
 from fleettune.messages import CutWire
 from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
-from fleettune.planning import plan_for_run
+from fleettune.planning import MeasuredCosts, plan_fleet
 from fleettune.planning.step import fleet_step_phases
 from fleettune.scheduling import Job, compare_policies, processor_sharing
 
@@ -51,6 +53,7 @@ SETTINGS = {  # name: (activations codec, gradients codec, unpad)
     "int8 unpadded": ("int8", "int8", True),
 }
 FAST_KINDS = ("snapdragon-8-gen3", "snapdragon-8s-gen3", "apple-a17-pro", "jetson-orin-nano")
+PLANNER_FAST_KINDS = (*FAST_KINDS, "apple-m3", "midrange-phone")
 
 
 def _slug(name: str) -> str:
@@ -158,28 +161,52 @@ def run_schedulers(real_tokens: int) -> dict[str, Any]:
     }
 
 
-def run_planner(seeds: list[int]) -> dict[str, Any]:
-    source = resolve_model("minilm")
-    tokenizer = load_tokenizer(source)
-    new_model = partial(
-        load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
-    )
-    wire = CutWire(parse_cut_codec("fp32", "fp32"), parse_cut_codec("fp32", "fp32"), False)
-    out = {}
-    for seed in seeds:
-        fleet = generate_fleet(20, seed)
-        planned = plan_for_run(fleet, new_model, LoraSpec(rank=16), Task.CLASSIFICATION, 16, 128, wire, "schrage")
-        plan = planned.plan
-        over = [d.device for d in plan.devices if d.memory_bytes > d.budget_bytes]
-        out[f"gen:20:{seed}"] = {
-            "planned_makespan_s": plan.makespan_s,
-            "uniform_cut": plan.uniform_cut,
-            "uniform_makespan_s": plan.uniform_makespan_s,
-            "ratio_to_uniform": plan.ratio_to_uniform,
-            "cuts": {d.device: d.cut for d in plan.devices},
-            "devices_over_memory": over,
-        }
-    return out
+def _wires() -> dict[str, tuple[CutWire, int | None]]:
+    fp32, int8 = parse_cut_codec("fp32", "fp32"), parse_cut_codec("int8", "int8")
+    return {"fp32 padded": (CutWire(fp32, fp32, False), None), "int8 unpadded": (CutWire(int8, int8, True), 24)}
+
+
+def planner_fleets(seed: int) -> dict[str, Fleet]:
+    """The catalogue's mix at 100 Mbps (Raspberry Pis included), and fast devices at 1 Gbps."""
+    return {
+        "gen:20 (every kind, 100 Mbps)": generate_fleet(20, seed),
+        "gen:20 (phones, Orin, M3, 1 Gbps)": generate_fleet(
+            20, seed, kinds=PLANNER_FAST_KINDS, uplink_mbps=1000.0, downlink_mbps=1000.0
+        ),
+    }
+
+
+def run_planner(models: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for model in models:
+        source = resolve_model(model)
+        tokenizer = load_tokenizer(source)
+        new_model = partial(
+            load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
+        )
+        lora = LoraSpec(rank=16)
+        for wire_name, (wire, real_tokens) in _wires().items():
+            costs = MeasuredCosts(new_model, lora, Task.CLASSIFICATION, 16, 128, wire, real_tokens)
+            switch_s = costs.switch_s([costs.cuts[0]] * 20)
+            for seed in seeds:
+                for fleet_name, fleet in planner_fleets(seed).items():
+                    plan = plan_fleet(fleet, costs, lora.rank, "schrage", switch_s=switch_s)
+                    rows.append(
+                        {
+                            "model": model,
+                            "wire": wire_name,
+                            "fleet": fleet_name,
+                            "seed": seed,
+                            "planned_makespan_s": plan.makespan_s,
+                            "uniform_cut": plan.uniform_cut,
+                            "uniform_makespan_s": plan.uniform_makespan_s,
+                            "ratio_to_uniform": plan.ratio_to_uniform,
+                            "cuts": sorted(d.cut for d in plan.devices),
+                            "devices_over_memory": [d.device for d in plan.devices if d.memory_bytes > d.budget_bytes],
+                        }
+                    )
+                    print(model, wire_name, fleet_name, seed, f"{plan.ratio_to_uniform:.3f}", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -191,7 +218,8 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, help="an fp32-padded mesfl report of the same settings")
     parser.add_argument("--reuse", action="store_true", help="keep codec reports already written in --out")
     parser.add_argument("--real-tokens", type=int, default=24, help="CARER's typical length, for the schedulers")
-    parser.add_argument("--planner-seeds", default="0,1,2,3,4")
+    parser.add_argument("--planner-seeds", default="0,1,2")
+    parser.add_argument("--planner-models", default="minilm,mpnet-base")
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -201,7 +229,8 @@ def main() -> None:
     if "schedulers" in parts:
         summary["schedulers"] = run_schedulers(args.real_tokens)
     if "planner" in parts:
-        summary["planner"] = run_planner([int(s) for s in args.planner_seeds.split(",")])
+        seeds = [int(s) for s in args.planner_seeds.split(",")]
+        summary["planner"] = run_planner(args.planner_models.split(","), seeds)
     if "codecs" in parts:
         summary["codecs"] = run_codecs(args)
     for name, part in summary.items():
