@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--max-eval-samples", type=int, default=1000)
     parser.add_argument("--partition", default="iid")
+    parser.add_argument("--aggregate-every", type=int, default=1, help="I: rounds between mesfl/splitfed aggregations")
     parser.add_argument("--short", default="", help="schemes run for --short-rounds rounds only")
     parser.add_argument("--short-rounds", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
@@ -80,6 +81,8 @@ def main() -> None:
         flags = {**common, "scheme": scheme}
         if scheme == "fl":
             flags["local_steps"] = 1  # one batch per client per round, like the split schemes
+        if scheme in ("mesfl", "splitfed"):
+            flags["aggregate_every"] = args.aggregate_every
         if scheme in short:
             flags.update(rounds=args.short_rounds, stop_at_target=False, eval_every=args.short_rounds)
         reports[scheme] = train_one(build_config(flags=flags), args.out / scheme)
@@ -123,7 +126,7 @@ def main() -> None:
         for other in ("cpsl", "splitfed", "sl")
     }
     results = {
-        "settings": {k: v for k, v in common.items() if k != "data_dir"},
+        "settings": {**{k: v for k, v in common.items() if k != "data_dir"}, "aggregate_every": args.aggregate_every},
         "short_runs": sorted(short & set(reports)),
         "schemes": numbers,
         "ratios": {k: {"ours": ours[k], "paper": PAPER[k]} for k in PAPER},
