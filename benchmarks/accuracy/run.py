@@ -32,7 +32,10 @@ def main() -> None:
     parser.add_argument("--fleet", default="paper6")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="onecycle")
-    parser.add_argument("--rounds", type=int, default=None, help="default: one pass over the training set")
+    parser.add_argument("--rounds", type=int, default=None, help="default: --epochs passes over the training set")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--aggregate-every", type=int, default=1, help="I of the split schemes")
+    parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -40,7 +43,7 @@ def main() -> None:
     batch = 16
     devices = len(load_fleet(args.fleet).devices)
     num_train = len(load_dataset("carer", args.data_dir).train)
-    rounds = args.rounds or -(-num_train // (batch * devices))
+    rounds = args.rounds or -(-int(args.epochs * num_train) // (batch * devices))
     samples = rounds * batch * devices
     common: dict[str, Any] = {
         "model": args.model,
@@ -64,7 +67,13 @@ def main() -> None:
             flags["rounds"] = rounds
         if scheme == "fl":
             flags["local_steps"] = 1
-        report = train_one(build_config(flags=flags), args.out / scheme)
+        if scheme in ("mesfl", "splitfed"):
+            flags["aggregate_every"] = args.aggregate_every
+        existing = args.out / scheme / "report.json"
+        if args.reuse and existing.exists():
+            report = json.loads(existing.read_text())
+        else:
+            report = train_one(build_config(flags=flags), args.out / scheme)
         finals[scheme] = {
             "accuracy": report["final"]["accuracy"],
             "macro_f1": report["final"]["macro_f1"],
@@ -74,7 +83,12 @@ def main() -> None:
     for numbers in finals.values():
         numbers["over_central"] = None if reference is None else numbers["accuracy"] / reference
     results = {
-        "settings": {**{k: v for k, v in common.items() if k != "data_dir"}, "rounds": rounds, "samples": samples},
+        "settings": {
+            **{k: v for k, v in common.items() if k != "data_dir"},
+            "rounds": rounds,
+            "samples": samples,
+            "aggregate_every": args.aggregate_every,
+        },
         "schemes": finals,
         "benchmark_wall_time_s": time.perf_counter() - started,
     }
