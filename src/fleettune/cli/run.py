@@ -31,7 +31,7 @@ def run(
         str | None, Opt(help="compare: comma-separated schemes to run on identical settings (e.g. sl,mesfl).")
     ] = None,
     config: Annotated[Path | None, Opt("--config", help="A TOML config file.")] = None,
-    scheme: Annotated[str | None, Opt(help="central, fl (more to come: sl, cpsl, splitfed, mesfl).")] = None,
+    scheme: Annotated[str | None, Opt(help="central, fl, sl, cpsl, splitfed or mesfl (default).")] = None,
     model: Annotated[str | None, Opt(help="Catalogue name (minilm, mpnet-base, smollm2-135m) or folder.")] = None,
     dataset: Annotated[str | None, Opt(help="carer, bbc-news, ton-iot, ai4i or local.")] = None,
     data_dir: Annotated[Path | None, Opt("--data-dir", help="Directory holding the data set's files.")] = None,
