@@ -69,3 +69,39 @@ def test_compression_keys_are_checked_when_the_config_is_built() -> None:
         build_config(overrides=["compression.gradients=topk:2"])
     with pytest.raises(ConfigError, match=r"compression\.zip"):
         build_config(overrides=["compression.zip=true"])
+
+
+def test_privacy_and_security_sections_are_settable() -> None:
+    config = build_config(
+        overrides=["privacy.dp_noise=1.0", "privacy.dp_clip=0.5", "security.aggregator=krum", "security.byzantine=1"]
+    )
+    assert (config.privacy.dp_noise, config.privacy.dp_clip, config.privacy.dp_delta) == (1.0, 0.5, 1e-5)
+    assert config.privacy.dp_accountant == "rdp" and config.privacy.enabled
+    assert (config.security.aggregator, config.security.byzantine, config.security.attack) == ("krum", 1, "none")
+    assert build_config().security.default and not build_config().privacy.enabled
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["privacy.dp_noise=-1.0", "privacy.dp_clip=1.0"], r"privacy\.dp_noise: expected a noise multiplier > 0"),
+        (["privacy.dp_noise=0", "privacy.dp_clip=1.0"], r"privacy\.dp_noise: expected a noise multiplier > 0"),
+        (["privacy.dp_delta=1.0"], r"privacy\.dp_delta: expected delta in \(0, 1\)"),
+        (["privacy.dp_clip=0"], r"privacy\.dp_clip: expected an L2 clipping bound > 0"),
+        (["privacy.dp_noise=1.0"], r"privacy: differential privacy needs privacy\.dp_clip"),
+        (
+            ["privacy.dp_noise=1.0", "privacy.dp_target_epsilon=3.0", "privacy.dp_clip=1.0"],
+            r"privacy: give privacy\.dp_noise or privacy\.dp_target_epsilon, not both",
+        ),
+        (["privacy.dp_accountant=gdp"], r"privacy\.dp_accountant"),
+        (["security.malicious_fraction=1.0"], r"security\.malicious_fraction: expected a fraction in \[0, 1\)"),
+        (["security.aggregator=mean"], r"security\.aggregator: unknown aggregator 'mean'; expected one of: bulyan, "),
+        (["security.attack=backdoor"], r"security\.attack"),
+        (["security.attack=scale"], r"security: attack scale needs security\.malicious_fraction > 0"),
+        (["security.byzantine=-1"], r"security\.byzantine"),
+    ],
+)
+def test_bad_privacy_and_security_values_are_one_line_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        build_config(overrides=overrides)
+    assert "\n" not in str(caught.value)

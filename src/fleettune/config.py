@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from fleettune.aggregation.robust import AGGREGATORS
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.errors import ConfigError
 
@@ -62,6 +64,106 @@ class CompressionSettings(BaseModel):
         return _codec_spec("compression.updates", value, parse_update_codec)
 
 
+class PrivacySettings(BaseModel):
+    """Client-level differential privacy of aggregation (DP-FedAvg): clip every update, noise the aggregate.
+
+    Clipping without noise (only `dp_clip`) bounds each client's influence but gives no privacy guarantee."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dp_noise: float | None = None  # the noise multiplier sigma (noise std = sigma * dp_clip on the sum)
+    dp_clip: float | None = None  # the L2 bound C of each client's update
+    dp_target_epsilon: float | None = None  # calibrate sigma before training so the run spends at most this
+    dp_delta: float = 1e-5
+    dp_accountant: Literal["rdp", "prv"] = "rdp"
+
+    @field_validator("dp_noise")
+    @classmethod
+    def _noise(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError("expected a noise multiplier > 0 (leave it unset for no noise)")
+        return value
+
+    @field_validator("dp_clip")
+    @classmethod
+    def _clip(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError("expected an L2 clipping bound > 0")
+        return value
+
+    @field_validator("dp_target_epsilon")
+    @classmethod
+    def _target(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError("expected a privacy budget epsilon > 0")
+        return value
+
+    @field_validator("dp_delta")
+    @classmethod
+    def _delta(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError("expected delta in (0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacySettings:
+        if self.dp_noise is not None and self.dp_target_epsilon is not None:
+            raise ValueError("give privacy.dp_noise or privacy.dp_target_epsilon, not both")
+        if (self.dp_noise is not None or self.dp_target_epsilon is not None) and self.dp_clip is None:
+            raise ValueError("differential privacy needs privacy.dp_clip (the update norm bound)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when updates are clipped (with or without noise)."""
+        return self.dp_clip is not None
+
+
+class SecuritySettings(BaseModel):
+    """The robust aggregation rule and the simulated attack (malicious clients chosen from the seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aggregator: str = "fedavg"
+    byzantine: int = Field(0, ge=0)  # f: attackers Krum, Multi-Krum and Bulyan assume
+    trim: float = Field(0.1, ge=0, lt=0.5)  # fraction trimmed_mean drops on each side
+    attack: Literal["none", "label_flip", "scale", "sign_flip"] = "none"
+    attack_scale: float = 10.0  # the factor `scale` multiplies malicious updates by
+    malicious_fraction: float = 0.0  # ceil(fraction x clients) clients attack
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {value!r}; expected one of: {', '.join(AGGREGATORS)}")
+        return value
+
+    @field_validator("malicious_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError("expected a fraction in [0, 1)")
+        return value
+
+    @field_validator("attack_scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("expected a finite factor")
+        return value
+
+    @model_validator(mode="after")
+    def _attackers(self) -> SecuritySettings:
+        if self.attack != "none" and self.malicious_fraction == 0:
+            raise ValueError(f"attack {self.attack} needs security.malicious_fraction > 0")
+        return self
+
+    @property
+    def default(self) -> bool:
+        """True when aggregation is plain FedAvg and nobody attacks."""
+        return self.aggregator == "fedavg" and self.attack == "none"
+
+
 class RunConfig(BaseModel):
     """Everything a run needs; unknown keys and bad values are errors naming the field."""
 
@@ -94,6 +196,8 @@ class RunConfig(BaseModel):
     lr_schedule: Literal["constant", "onecycle"] = "onecycle"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     max_length: int = Field(128, ge=2)
     padding: Literal["longest", "max_length"] = "longest"  # max_length: fixed-size batches and cut tensors
     aggregate_every: int = Field(1, ge=1)

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from fleettune.aggregation.policy import DpSpec, PolicySpec
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
@@ -22,17 +24,21 @@ from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, check_cut
 from fleettune.planning import Plan, plan_for_run
+from fleettune.privacy.accounting import calibrate_noise
 from fleettune.runtime.progress import RoundRecord
 from fleettune.scheduling import SCHEDULERS
 from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, TrainingPlan
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import Evaluator
 from fleettune.schemes.fl import clients_per_round
+from fleettune.security.attacks import UPDATE_ATTACKS, UpdateAttack, choose_malicious, flip_labels
 
 DEFAULT_FL_ROUNDS = 20
 FL_LOCAL_STEPS = 10
 SPLIT_SCHEMES = ("sl", "cpsl", "splitfed", "mesfl")
 MIXED_RANK_SCHEMES = ("splitfed", "mesfl")  # schemes whose clients may train adapters of different ranks
+SAFEGUARD_SCHEMES = ("fl", "splitfed", "mesfl")  # schemes that aggregate through the aggregation policy
+ATTACK_STREAM = 5  # the run's RNG stream choosing malicious clients
 
 
 @dataclass
@@ -190,9 +196,17 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         dataset.num_labels,
         config.eval_batch_size,
     )
-    clients = [ClientData(d.id, d, subset(train, part)) for d, part in zip(devices, parts, strict=True)]
+    plan = _plan(config, len(train), len(devices))
+    safeguards = _safeguards(config, [d.id for d in devices], plan, ranks)
+    flipped = set(safeguards.malicious) if config.security.attack == "label_flip" else set()
+    clients = []
+    for device, part in zip(devices, parts, strict=True):
+        data = subset(train, part)
+        if device.id in flipped:
+            data = flip_labels(data, dataset.num_labels)
+        clients.append(ClientData(device.id, device, data))
     setup = RunSetup(
-        plan=_plan(config, len(train), len(devices)),
+        plan=plan,
         task=Task.CLASSIFICATION,
         lora=lora,
         num_labels=dataset.num_labels,
@@ -211,6 +225,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         deadline_s=config.deadline_s,
         ranks=ranks,
         mixed_ranks=config.lora.mixed_ranks,
+        safeguards=safeguards,
     )
     trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
     return PreparedRun(config, fleet, trimmed, setup, source, num_layers, planned)
@@ -229,6 +244,49 @@ def _client_ranks(config: RunConfig, fleet: Fleet) -> dict[str, int]:
             f"combine; expected one of {', '.join(MIXED_RANK_SCHEMES)}, or one lora_rank for every device"
         )
     return ranks
+
+
+def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ranks: dict[str, int]) -> PolicySpec:
+    """The run's aggregation policy: robust rule, DP (sigma calibrated here for a target epsilon) and attack.
+
+    DP's sample rate is the share of clients sampled per aggregation (`client_fraction` in `fl`, all
+    clients in the split schemes); the accountant takes one step per aggregation."""
+    privacy, security = config.privacy, config.security
+    if not privacy.enabled and security.default:
+        return PolicySpec()
+    if config.scheme not in SAFEGUARD_SCHEMES:
+        raise ConfigError(
+            f"privacy and security options apply to aggregation, which scheme {config.scheme} does not do over "
+            f"whole adapters; expected one of {', '.join(SAFEGUARD_SCHEMES)}"
+        )
+    if len(set(ranks.values())) > 1 and (privacy.enabled or security.aggregator != "fedavg"):
+        raise ConfigError("privacy and robust aggregation need one LoRA rank for every device, not mixed ranks")
+    if security.aggregator == "normbound" and privacy.dp_clip is None:
+        raise ConfigError("security.aggregator normbound needs privacy.dp_clip (the update norm bound)")
+    per_round = clients_per_round(len(client_ids), plan.client_fraction) if config.scheme == "fl" else len(client_ids)
+    dp = None
+    if privacy.dp_clip is not None:
+        sample_rate = per_round / len(client_ids)
+        sigma = privacy.dp_noise
+        if privacy.dp_target_epsilon is not None:
+            steps = plan.rounds if config.scheme == "fl" else math.ceil(plan.rounds / plan.aggregate_every)
+            sigma = calibrate_noise(
+                privacy.dp_target_epsilon, sample_rate, steps, privacy.dp_delta, privacy.dp_accountant
+            )
+        dp = DpSpec(
+            privacy.dp_clip, sigma, privacy.dp_delta, privacy.dp_accountant, sample_rate, privacy.dp_target_epsilon
+        )
+    malicious: tuple[str, ...] = ()
+    if security.attack != "none":
+        malicious = choose_malicious(
+            client_ids, security.malicious_fraction, np.random.default_rng([config.seed, ATTACK_STREAM])
+        )
+    attack = None
+    if security.attack in UPDATE_ATTACKS:
+        attack = UpdateAttack(security.attack, frozenset(malicious), security.attack_scale)
+    spec = PolicySpec(security.aggregator, security.byzantine, security.trim, dp, attack, malicious)
+    spec.check_count(per_round)
+    return spec
 
 
 def lora_spec(config: RunConfig) -> LoraSpec:

@@ -61,7 +61,10 @@ def test_fl_report_has_every_contract_key(fl_report: dict) -> None:
         "offline",
         "dropped_deadline",
         "dropped_disconnect",
+        "epsilon",
     }
+    assert all(h["epsilon"] is None for h in fl_report["history"])
+    assert fl_report["privacy"]["epsilon"] is None and fl_report["security"]["aggregator"] == "fedavg"
     assert all(len(h["participants"]) == 3 and not h["offline"] for h in fl_report["history"])
     assert fl_report["participation"]["client_rounds"] == 6 and fl_report["participation"]["dropped"]["total"] == 0
     final = fl_report["final"]

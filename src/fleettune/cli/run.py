@@ -53,6 +53,19 @@ def run(
     local_steps: Annotated[int | None, Opt("--local-steps", help="Optimizer steps per client per round.")] = None,
     cut_layer: Annotated[int | None, Opt("--cut-layer", help="One cut layer for every device.")] = None,
     seed: Annotated[int | None, Opt()] = None,
+    dp_noise: Annotated[float | None, Opt("--dp-noise", help="DP noise multiplier sigma (needs --dp-clip).")] = None,
+    dp_clip: Annotated[float | None, Opt("--dp-clip", help="L2 bound of each client's update.")] = None,
+    dp_target_epsilon: Annotated[
+        float | None, Opt("--dp-target-epsilon", help="Calibrate sigma so the run spends at most this epsilon.")
+    ] = None,
+    dp_delta: Annotated[float | None, Opt("--dp-delta", help="DP delta (default 1e-5).")] = None,
+    aggregator: Annotated[
+        str | None, Opt(help="fedavg, normbound, krum, multikrum, median, trimmed_mean or bulyan.")
+    ] = None,
+    attack: Annotated[str | None, Opt(help="none, label_flip, scale or sign_flip (simulated).")] = None,
+    malicious_fraction: Annotated[
+        float | None, Opt("--malicious-fraction", help="Share of clients that attack (rounded up).")
+    ] = None,
     overrides: Annotated[list[str] | None, Opt("--set", help="key=value config override (repeatable).")] = None,
 ) -> None:
     """Train with one scheme and write DIR/report.json. With no options: the embedded default."""
@@ -79,6 +92,13 @@ def run(
         "local_steps": local_steps,
         "cut_layer": cut_layer,
         "seed": seed,
+        "privacy.dp_noise": dp_noise,
+        "privacy.dp_clip": dp_clip,
+        "privacy.dp_target_epsilon": dp_target_epsilon,
+        "privacy.dp_delta": dp_delta,
+        "security.aggregator": aggregator,
+        "security.attack": attack,
+        "security.malicious_fraction": malicious_fraction,
     }
     if ctx.info_name == "compare":
         names = [n.strip() for n in (schemes or "").split(",") if n.strip()]

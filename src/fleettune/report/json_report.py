@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fleettune import __version__
-from fleettune.config import resolved_dict
+from fleettune.aggregation.policy import AggregationNote, DpSpec, PolicySpec
+from fleettune.config import RunConfig, resolved_dict
 from fleettune.runner import PreparedRun
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
@@ -47,6 +48,39 @@ def participation_section(totals: ParticipationTotals, rounds: int, deadline_s: 
         },
         "rounds_without_update": totals.rounds_without_update,
         "lost_work": asdict(totals.lost_work),
+    }
+
+
+def privacy_section(dp: DpSpec | None, history: list[RoundRecord]) -> dict[str, Any]:
+    """The DP mechanism of aggregation and the epsilon spent by the end (nulls when updates were not clipped)."""
+    if dp is None:
+        keys = ("mechanism", "noise_multiplier", "clip", "delta", "sample_rate", "target_epsilon", "epsilon")
+        return dict.fromkeys(keys)
+    return {
+        "mechanism": dp.mechanism,
+        "noise_multiplier": dp.noise_multiplier,
+        "clip": dp.clip,
+        "delta": dp.delta,
+        "sample_rate": dp.sample_rate,
+        "target_epsilon": dp.target_epsilon,
+        "epsilon": history[-1].epsilon if history else None,
+    }
+
+
+def security_section(config: RunConfig, spec: PolicySpec, notes: list[AggregationNote]) -> dict[str, Any]:
+    """The aggregation rule, the simulated attack and its clients, and each non-FedAvg aggregation's inputs."""
+    security = config.security
+    return {
+        "aggregator": security.aggregator,
+        "byzantine": security.byzantine,
+        "trim": security.trim,
+        "attack": security.attack,
+        "attack_scale": security.attack_scale,
+        "malicious_clients": list(spec.malicious),
+        "aggregations": [
+            {"round": n.round, "clients": list(n.clients), "selected": None if n.selected is None else list(n.selected)}
+            for n in notes
+        ],
     }
 
 
@@ -87,6 +121,8 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
         },
         "history": [asdict(r) for r in result.history],
         "participation": participation_section(result.participation, len(result.history), config.deadline_s),
+        "privacy": privacy_section(prepared.setup.safeguards.dp, result.history),
+        "security": security_section(config, prepared.setup.safeguards, result.aggregations),
         "final": {
             "accuracy": final.scores.accuracy,
             "macro_f1": final.scores.macro_f1,

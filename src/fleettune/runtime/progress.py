@@ -17,3 +17,4 @@ class RoundRecord:
     offline: tuple[str, ...] = ()  # selected clients that were offline
     dropped_deadline: tuple[str, ...] = ()  # participants whose work would have ended after the deadline
     dropped_disconnect: tuple[str, ...] = ()  # participants that disconnected during their work
+    epsilon: float | None = None  # DP: privacy spent after this round's aggregation; None without DP noise

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
+import torch
 from transformers import PreTrainedModel
 
+from fleettune.aggregation.policy import AggregationNote, AggregationPolicy, PolicySpec
 from fleettune.aggregation.ranks import RankMix
 from fleettune.compression import Codec, parse_update_codec
 from fleettune.data import Split
@@ -24,6 +26,8 @@ from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.participation import STREAM, Participation, ParticipationTotals
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import EvalResult, Evaluator
+
+NOISE_STREAM = 4  # the run's RNG stream (`RunSetup.rng(NOISE_STREAM)`) seeding the DP noise of aggregation
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class RunSetup:
     deadline_s: float | None = None  # a round's deadline in virtual seconds (sl, cpsl: a turn's); None: none
     ranks: dict[str, int] = field(default_factory=dict)  # a client's LoRA rank when not `lora.rank`
     mixed_ranks: str = "hetlora"  # how adapters of different ranks are combined (see RankMix)
+    safeguards: PolicySpec = field(default_factory=PolicySpec)  # robust rule, DP and update attack of aggregation
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""
@@ -94,6 +99,11 @@ class RunSetup:
         """How this run's client adapters are aggregated, given their ranks."""
         ranks = {c.id: self.ranks.get(c.id, self.lora.rank) for c in self.clients}
         return RankMix(ranks, self.lora.alpha, self.mixed_ranks, self.plan.seed)
+
+    def aggregation_policy(self) -> AggregationPolicy:
+        """A fresh aggregation policy whose DP noise is drawn from the run's own seeded stream."""
+        seed = int(self.rng(NOISE_STREAM).integers(2**62))
+        return AggregationPolicy(self.safeguards, torch.Generator().manual_seed(seed))
 
     def participation(self) -> Participation:
         """The run's availability, disconnect and deadline draws, over its clients in order."""
@@ -114,6 +124,7 @@ class SchemeResult:
     events: list[Event] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)  # mean training loss of every optimizer step
     participation: ParticipationTotals = field(default_factory=ParticipationTotals)
+    aggregations: list[AggregationNote] = field(default_factory=list)  # beyond plain FedAvg: who sent, who was kept
 
 
 class Scheme(Protocol):

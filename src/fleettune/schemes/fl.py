@@ -6,7 +6,7 @@ import copy
 import time
 from dataclasses import asdict
 
-from fleettune.aggregation import fedavg, sample_weights
+from fleettune.aggregation import sample_weights
 from fleettune.codec import encode_state
 from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
@@ -66,12 +66,14 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     uplinks = {c.id: UpdateLink(setup.updates, global_state) for c in setup.clients}
     participation = setup.participation()
     log = ParticipationLog()
+    policy = setup.aggregation_policy()
     for round_index in range(plan.rounds):
         chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
         turnout = participation.draw(round_index)
         online = set(log.begin(turnout, [setup.clients[i].id for i in chosen]))
         payloads: list[bytes] = []
         views: list[AdapterState] = []
+        senders: list[str] = []
         counts: list[int] = []
         losses: list[float] = []
         slowest = 0.0
@@ -131,6 +133,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             traffic.up(client.id, upload, ADAPTER)
             payloads.append(upload)
             views.append(up_link.receive(upload))
+            senders.append(client.id)
             counts.append(len(client.train))
             losses.append(run.mean_loss)
             busy = down_s + train_s + up_s
@@ -139,7 +142,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             slowest = max(slowest, busy)
         aggregation_s = 0.0
         if views:  # nobody completed: the global adapter stays as it was
-            global_state = fedavg(views, sample_weights(counts))
+            global_state = policy.combine(global_state, views, senders, counts, round_index)
             # Averaging is priced like every other computation: 2 FLOPs per value per client.
             values = sum(t.numel() for t in global_state.values())
             aggregation_s = compute_s(2 * values * len(payloads), setup.server)
@@ -167,6 +170,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             accuracy=result.scores.accuracy if result else None,
             macro_f1=result.scores.macro_f1 if result else None,
             **asdict(log.close()),
+            epsilon=policy.epsilon(),
         )
         history.append(record)
         setup.on_round(record)
@@ -184,4 +188,5 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         parameters=sum(p.numel() for p in model.parameters()),
         trainable_parameters=sum(p.numel() for p in trainable_parameters(model)),
         participation=log.totals,
+        aggregations=policy.notes,
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from fleettune.aggregation import sample_weights
+from fleettune.aggregation.policy import AggregationPolicy
 from fleettune.aggregation.ranks import Aggregate, RankMix
 from fleettune.compression import UpdateLink, receive_state, send_state
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
@@ -58,10 +59,12 @@ class SplitContext:
     participation: Participation = field(init=False)
     log: ParticipationLog = field(default_factory=ParticipationLog)
     mix: RankMix = field(init=False)
+    policy: AggregationPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         self.participation = self.setup.participation()
         self.mix = self.setup.rank_mix()
+        self.policy = self.setup.aggregation_policy()
         for client in self.clients:
             start = client.read()
             self.uplinks[client.id] = UpdateLink(self.setup.updates, start)
@@ -324,12 +327,19 @@ def aggregate(
     clients: Sequence[SplitClient],
     round_index: int,
     version: int = 0,
+    previous: AdapterState | None = None,
 ) -> Aggregate:
     """The clients' full views combined (FedAvg weighted by sample counts, or the run's way of mixing
-    LoRA ranks), priced as 2 FLOPs per value per client."""
-    combined = ctx.mix.combine(
-        views, [c.id for c in clients], sample_weights([c.num_samples for c in clients]), version
-    )
+    LoRA ranks), priced as 2 FLOPs per value per client. Beyond plain FedAvg (a robust rule, DP, an
+    update attack) the run's aggregation policy combines them from `previous`, the global adapter they
+    started from; the runner allows that only with equal ranks."""
+    ids = [c.id for c in clients]
+    if ctx.policy.plain:
+        combined = ctx.mix.combine(views, ids, sample_weights([c.num_samples for c in clients]), version)
+    else:
+        assert previous is not None and ctx.mix.uniform, "a policy beyond FedAvg needs equal ranks and the global"
+        state = ctx.policy.combine(previous, views, ids, [c.num_samples for c in clients], round_index)
+        combined = Aggregate(state, {c: state for c in ctx.mix.ranks})
     values = sum(t.numel() for view in views for t in view.values())
     seconds = compute_s(2 * values, ctx.setup.server)
     ctx.energy.server_busy(ctx.setup.server.power_w, seconds)
@@ -362,6 +372,7 @@ def record_round(
         accuracy=result.scores.accuracy if result else None,
         macro_f1=result.scores.macro_f1 if result else None,
         **asdict(ctx.log.close()),
+        epsilon=ctx.policy.epsilon(),
     )
     ctx.history.append(record)
     ctx.setup.on_round(record)
@@ -389,4 +400,5 @@ def finish(ctx: SplitContext) -> SchemeResult:
         events=ctx.events,
         step_losses=ctx.step_losses,
         participation=ctx.log.totals,
+        aggregations=ctx.policy.notes,
     )

@@ -92,7 +92,7 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         ctx.now_s = max(ctx.now_s, ctx.log.latest_leave_s)  # a client that left held the round up to then
         att.restore_leavers(server)
         if arrived:
-            current = aggregate(ctx, views, arrived, round_index, version + 1)
+            current = aggregate(ctx, views, arrived, round_index, version + 1, current.evaluation)
             if current.stacked is not None:
                 _fold(ctx, current)
                 merged.append(current)
@@ -105,9 +105,10 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
                 if current.stacked is not None:
                     server.restart(client.id)
         global_state: Callable[[], AdapterState] = partial(dict, current.evaluation)
-        if not aggregating and not mix.merges:
+        if not aggregating and not mix.merges and ctx.policy.plain:
             # Between aggregations the global model is what an aggregation now would produce (with
-            # stacking, that would change the base weights: the last aggregate is evaluated instead).
+            # stacking, that would change the base weights; with a robust rule, DP or an attack, it would
+            # draw noise or take an accountant step: the last aggregate is evaluated instead).
             global_state = partial(_average_views, ctx, [c for c in clients if synced[c.id] == version])
         if record_round(ctx, round_index, kept_losses(losses, att.completed()), global_state):
             break
