@@ -142,6 +142,7 @@ class PerClientAdapters(_Metered):
 
     def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
         self.server.serve(self.names[message.client])
+        self.server.module().train()  # dropout as in every other trainer (a loaded model starts in eval mode)
         hidden = message.hidden.requires_grad_()
         loss = self._run(
             message.client,
@@ -282,6 +283,7 @@ class SharedAdapter(_Metered):
         self.optimizer = make_optimizer(self.server.parameters_of("shared"), lr, weight_decay)
 
     def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
+        self.server.module().train()  # dropout as in every other trainer (a loaded model starts in eval mode)
         hidden = message.hidden.requires_grad_()
         start = self.cuts[message.client]
         loss = self._run(
