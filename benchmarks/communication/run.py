@@ -22,9 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from transformers import PreTrainedModel
 
 from fleettune.cli.run import train_one
 from fleettune.compression import parse_cut_codec
@@ -133,12 +136,17 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_schedulers(real_tokens: int) -> dict[str, Any]:
-    source = resolve_model("minilm")
+def _new_model(name: str) -> Callable[[], PreTrainedModel]:
+    """A factory of CARER-sized (6-label) task models of catalogue model `name`."""
+    source = resolve_model(name)
     tokenizer = load_tokenizer(source)
-    new_model = partial(
+    return partial(
         load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
     )
+
+
+def run_schedulers(real_tokens: int) -> dict[str, Any]:
+    new_model = _new_model("minilm")
     fleet = generate_fleet(60, 4, kinds=FAST_KINDS, uplink_mbps=1000.0, downlink_mbps=1000.0, cut_layer=1)
     wire = CutWire(parse_cut_codec("int8", "int8"), parse_cut_codec("int8", "int8"), True)
     phases = fleet_step_phases(fleet, new_model, LoraSpec(rank=16), Task.CLASSIFICATION, 16, 128, wire, real_tokens)
@@ -179,11 +187,7 @@ def planner_fleets(seed: int) -> dict[str, Fleet]:
 def run_planner(models: list[str], seeds: list[int]) -> list[dict[str, Any]]:
     rows = []
     for model in models:
-        source = resolve_model(model)
-        tokenizer = load_tokenizer(source)
-        new_model = partial(
-            load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
-        )
+        new_model = _new_model(model)
         lora = LoraSpec(rank=16)
         for wire_name, (wire, real_tokens) in _wires().items():
             costs = MeasuredCosts(new_model, lora, Task.CLASSIFICATION, 16, 128, wire, real_tokens)

@@ -23,10 +23,8 @@ STATES = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-layer BERT (hidden 32, dropout off) with MiniLM's tokenizer, saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
+def save_tiny_bert(folder: Path, dropout: float = 0.0) -> Path:
+    """A 4-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a model folder."""
     tokenizer = load_tokenizer(resolve_model("minilm"))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -34,12 +32,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_hidden_layers=4,
         num_attention_heads=2,
         intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertModel(config).save_pretrained(folder)  # a backbone, like the sentence-transformer models
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with dropout off."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
@@ -63,22 +67,27 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 RunScheme = Callable[..., SchemeResult]
 
 
+def tiny_flags(model_dir: Path, data_dir: Path, scheme: str, **overrides: Any) -> dict[str, Any]:
+    """Flags of a small run on the tiny model and data; overrides use `__` for dots (`lora__rank=8`)."""
+    flags: dict[str, Any] = {
+        "scheme": scheme,
+        "model": str(model_dir),
+        "dataset": "local",
+        "data_dir": str(data_dir),
+        "batch_size": 8,
+        "max_length": 16,
+        "lora.rank": 4,
+        "lora.dropout": 0.0,
+        "lr_schedule": "constant",
+        "switch_ms": 1.7,  # a fixed switch cost keeps virtual times comparable between runs
+    }
+    flags.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return flags
+
+
 @pytest.fixture
 def run_scheme(tiny_model_dir: Path, tiny_data_dir: Path) -> RunScheme:
     def run(scheme: str, **overrides: Any) -> SchemeResult:
-        flags: dict[str, Any] = {
-            "scheme": scheme,
-            "model": str(tiny_model_dir),
-            "dataset": "local",
-            "data_dir": str(tiny_data_dir),
-            "batch_size": 8,
-            "max_length": 16,
-            "lora.rank": 4,
-            "lora.dropout": 0.0,
-            "lr_schedule": "constant",
-            "switch_ms": 1.7,  # a fixed switch cost keeps virtual times comparable between runs
-        }
-        flags.update({k.replace("__", "."): v for k, v in overrides.items()})
-        return execute(prepare(build_config(flags=flags)))
+        return execute(prepare(build_config(flags=tiny_flags(tiny_model_dir, tiny_data_dir, scheme, **overrides))))
 
     return run

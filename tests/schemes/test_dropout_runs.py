@@ -6,49 +6,22 @@ dropout silently stays off. These runs would differ if one server's stage skippe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from transformers import BertConfig, BertModel
 
 from fleettune.config import build_config
-from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.runner import execute, prepare
 from fleettune.schemes import SchemeResult
+from tests.schemes.conftest import save_tiny_bert, tiny_flags
 
 
 @pytest.fixture(scope="module")
 def dropout_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-bert-dropout")
-    tokenizer = load_tokenizer(resolve_model("minilm"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-dropout"), dropout=0.1)
 
 
-def _run(model_dir: Path, data_dir: Path, scheme: str, **extra: Any) -> SchemeResult:
-    flags: dict[str, Any] = {
-        "scheme": scheme,
-        "model": str(model_dir),
-        "dataset": "local",
-        "data_dir": str(data_dir),
-        "batch_size": 8,
-        "max_length": 16,
-        "lora.rank": 4,
-        "lora.dropout": 0.1,
-        "rounds": 2,
-        "switch_ms": 1.0,
-        **extra,
-    }
+def _run(model_dir: Path, data_dir: Path, scheme: str) -> SchemeResult:
+    flags = tiny_flags(model_dir, data_dir, scheme, lora__dropout=0.1, rounds=2, lr_schedule="onecycle", switch_ms=1.0)
     return execute(prepare(build_config(flags=flags)))
 
 

@@ -12,7 +12,7 @@ from fleettune.errors import ConfigError
 from fleettune.privacy.accounting import epsilon_for
 from fleettune.report import build_report
 from fleettune.runner import PreparedRun, execute, prepare
-from tests.schemes.conftest import RunScheme
+from tests.schemes.conftest import RunScheme, tiny_flags
 from tests.schemes.test_mixed_ranks import _fleet
 
 DP = {"privacy__dp_noise": 1.3, "privacy__dp_clip": 0.5}
@@ -25,20 +25,7 @@ BOOSTED_FLIP = {"security__attack": "scale", "security__attack_scale": -10.0, "s
 @pytest.fixture
 def prepare_scheme(tiny_model_dir: Path, tiny_data_dir: Path) -> Any:
     def build(scheme: str, **overrides: Any) -> PreparedRun:
-        flags: dict[str, Any] = {
-            "scheme": scheme,
-            "model": str(tiny_model_dir),
-            "dataset": "local",
-            "data_dir": str(tiny_data_dir),
-            "batch_size": 8,
-            "max_length": 16,
-            "lora.rank": 4,
-            "lora.dropout": 0.0,
-            "lr_schedule": "constant",
-            "switch_ms": 1.7,
-        }
-        flags.update({k.replace("__", "."): v for k, v in overrides.items()})
-        return prepare(build_config(flags=flags))
+        return prepare(build_config(flags=tiny_flags(tiny_model_dir, tiny_data_dir, scheme, **overrides)))
 
     return build
 
