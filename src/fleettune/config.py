@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from fleettune.aggregation.robust import AGGREGATORS
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.errors import ConfigError
+from fleettune.security.attacks import ATTACKS
+from fleettune.security.backdoor import DEFAULT_TRIGGER
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +69,10 @@ class CompressionSettings(BaseModel):
 class PrivacySettings(BaseModel):
     """Client-level differential privacy of aggregation (DP-FedAvg): clip every update, noise the aggregate.
 
-    Clipping without noise (only `dp_clip`) bounds each client's influence but gives no privacy guarantee."""
+    Clipping without noise (only `dp_clip`) bounds each client's influence but gives no privacy guarantee.
+    The `activation_*` settings protect what devices send across the cut, the `dpsgd_*` ones train each device's
+    own parameters with DP-SGD, `secure_aggregation` hides single adapters from the server (docs/privacy.md).
+    The `*_samples` settings run leakage attacks on the final model after training (0: off)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +81,16 @@ class PrivacySettings(BaseModel):
     dp_target_epsilon: float | None = None  # calibrate sigma before training so the run spends at most this
     dp_delta: float = 1e-5
     dp_accountant: Literal["rdp", "prv"] = "rdp"
+    membership_samples: int = Field(0, ge=0)  # members (and as many non-members) of the loss-threshold attack
+    inversion_samples: int = Field(0, ge=0)  # victim texts whose cut activations the server tries to invert
+    activation_clip: float | None = None  # per-sample L2 bound of the cut activations a device sends
+    activation_noise: float = 0.0  # their noise multiplier sigma: std sigma x activation_clip per coordinate
+    activation_adjacency: Literal["replace", "zero_out"] = "replace"  # what neighbouring releases differ by
+    dpsgd_clip: float | None = None  # per-sample L2 bound of the gradient of a device's own parameters
+    dpsgd_noise: float = 0.0  # DP-SGD's noise multiplier: std sigma x dpsgd_clip on a batch's sum
+    secure_aggregation: bool = False  # FedAvg's sum of the device-held adapters through secure aggregation
+    secagg_threshold: int | None = Field(None, ge=2)  # masked inputs that open the sum; None: a strict majority
+    secagg_range: float = 8.0  # weighted adapter values are clipped to +-this before fixed-point encoding
 
     @field_validator("dp_noise")
     @classmethod
@@ -84,11 +99,25 @@ class PrivacySettings(BaseModel):
             raise ValueError("expected a noise multiplier > 0 (leave it unset for no noise)")
         return value
 
-    @field_validator("dp_clip")
+    @field_validator("dp_clip", "activation_clip", "dpsgd_clip")
     @classmethod
     def _clip(cls, value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError("expected an L2 clipping bound > 0")
+        return value
+
+    @field_validator("activation_noise", "dpsgd_noise")
+    @classmethod
+    def _device_noise(cls, value: float) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError("expected a noise multiplier >= 0 (0: clipping only)")
+        return value
+
+    @field_validator("secagg_range")
+    @classmethod
+    def _range(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError("expected a positive bound of the weighted adapter values")
         return value
 
     @field_validator("dp_target_epsilon")
@@ -111,6 +140,11 @@ class PrivacySettings(BaseModel):
             raise ValueError("give privacy.dp_noise or privacy.dp_target_epsilon, not both")
         if (self.dp_noise is not None or self.dp_target_epsilon is not None) and self.dp_clip is None:
             raise ValueError("differential privacy needs privacy.dp_clip (the update norm bound)")
+        for name in ("activation", "dpsgd"):
+            if getattr(self, f"{name}_noise") > 0 and getattr(self, f"{name}_clip") is None:
+                raise ValueError(f"privacy.{name}_noise needs privacy.{name}_clip (the per-sample bound)")
+        if self.secagg_threshold is not None and not self.secure_aggregation:
+            raise ValueError("privacy.secagg_threshold applies only with privacy.secure_aggregation = true")
         return self
 
     @property
@@ -127,9 +161,26 @@ class SecuritySettings(BaseModel):
     aggregator: str = "fedavg"
     byzantine: int = Field(0, ge=0)  # f: attackers Krum, Multi-Krum and Bulyan assume
     trim: float = Field(0.1, ge=0, lt=0.5)  # fraction trimmed_mean drops on each side
-    attack: Literal["none", "label_flip", "scale", "sign_flip"] = "none"
+    attack: str = "none"
     attack_scale: float = 10.0  # the factor `scale` multiplies malicious updates by
     malicious_fraction: float = 0.0  # ceil(fraction x clients) clients attack
+    backdoor_trigger: str = DEFAULT_TRIGGER  # the phrase `backdoor` puts in front of poisoned texts
+    backdoor_fraction: float = Field(0.5, gt=0, le=1)  # of each malicious client's texts that get the trigger
+    backdoor_target: int = Field(0, ge=0)  # the label poisoned texts get (checked against the data's labels)
+
+    @field_validator("attack")
+    @classmethod
+    def _attack(cls, value: str) -> str:
+        if value not in ATTACKS:
+            raise ValueError(f"unknown attack {value!r}; expected one of: {', '.join(ATTACKS)}")
+        return value
+
+    @field_validator("backdoor_trigger")
+    @classmethod
+    def _trigger(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a non-empty trigger phrase")
+        return value.strip()
 
     @field_validator("aggregator")
     @classmethod

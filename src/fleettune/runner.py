@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel
 
 from fleettune.aggregation.policy import DpSpec, PolicySpec
+from fleettune.aggregation.secure import SecAggSpec
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
@@ -25,13 +26,16 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, check_cut
 from fleettune.planning import Plan, plan_for_run
 from fleettune.privacy.accounting import calibrate_noise
+from fleettune.privacy.client import ClientPrivacy
+from fleettune.privacy.leakage.report import run_assessed
+from fleettune.privacy.secagg import FixedPoint, min_threshold
 from fleettune.runtime.progress import RoundRecord
 from fleettune.scheduling import SCHEDULERS
 from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, TrainingPlan
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import Evaluator
 from fleettune.schemes.fl import clients_per_round
-from fleettune.security.attacks import UPDATE_ATTACKS, UpdateAttack, choose_malicious, flip_labels
+from fleettune.security.attacks import DATA_ATTACKS, UPDATE_ATTACKS, DataAttack, UpdateAttack, choose_malicious
 
 DEFAULT_FL_ROUNDS = 20
 FL_LOCAL_STEPS = 10
@@ -39,6 +43,7 @@ SPLIT_SCHEMES = ("sl", "cpsl", "splitfed", "mesfl")
 MIXED_RANK_SCHEMES = ("splitfed", "mesfl")  # schemes whose clients may train adapters of different ranks
 SAFEGUARD_SCHEMES = ("fl", "splitfed", "mesfl")  # schemes that aggregate through the aggregation policy
 ATTACK_STREAM = 5  # the run's RNG stream choosing malicious clients
+POISON_STREAM = 6  # the run's RNG stream choosing the texts a data attack poisons
 
 
 @dataclass
@@ -130,6 +135,8 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         raise ConfigError(f"scheme: unknown scheme {config.scheme!r}; expected one of: {', '.join(SCHEMES)}")
     if config.scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler: unknown policy {config.scheduler!r}; expected one of: {', '.join(SCHEDULERS)}")
+    client_privacy = _client_privacy(config)
+    _check_secure(config)
     fleet = _fleet_for(config)
     dataset = load_dataset(
         config.dataset,
@@ -155,6 +162,10 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     del probe
     lora = lora_spec(config)
     planned = None
+    if config.privacy.inversion_samples and config.scheme not in SPLIT_SCHEMES:
+        raise ConfigError(
+            f"privacy.inversion_samples: scheme {config.scheme} sends no cut activations; expected a split scheme"
+        )
     if config.plan_cuts:
         if config.scheme not in SPLIT_SCHEMES:
             raise ConfigError(f"plan_cuts: scheme {config.scheme} has no cut layers; expected a split scheme")
@@ -198,13 +209,12 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     )
     plan = _plan(config, len(train), len(devices))
     safeguards = _safeguards(config, [d.id for d in devices], plan, ranks)
-    flipped = set(safeguards.malicious) if config.security.attack == "label_flip" else set()
+    safeguards = replace(safeguards, secure=_secure_aggregation(config, len(devices), plan, ranks))
+    attack = _data_attack(config, safeguards.malicious, dataset.num_labels)
     clients = []
     for device, part in zip(devices, parts, strict=True):
         data = subset(train, part)
-        if device.id in flipped:
-            data = flip_labels(data, dataset.num_labels)
-        clients.append(ClientData(device.id, device, data))
+        clients.append(ClientData(device.id, device, data if attack is None else attack.apply(device.id, data)))
     setup = RunSetup(
         plan=plan,
         task=Task.CLASSIFICATION,
@@ -226,6 +236,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         ranks=ranks,
         mixed_ranks=config.lora.mixed_ranks,
         safeguards=safeguards,
+        client_privacy=client_privacy,
     )
     trimmed = TextDataset(dataset.name, dataset.label_names, train, test, dataset.val)
     return PreparedRun(config, fleet, trimmed, setup, source, num_layers, planned)
@@ -289,6 +300,96 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     return spec
 
 
+def _client_privacy(config: RunConfig) -> ClientPrivacy | None:
+    """What every device applies before anything leaves it (None: nothing): activation protection in the split
+    schemes, DP-SGD of a device's own parameters in `fl` and the split schemes."""
+    privacy = config.privacy
+    if privacy.activation_clip is not None and config.scheme not in SPLIT_SCHEMES:
+        raise ConfigError(
+            f"privacy.activation_clip: scheme {config.scheme} sends no cut activations; expected a split scheme"
+        )
+    if privacy.dpsgd_clip is not None and config.scheme == "central":
+        raise ConfigError("privacy.dpsgd_clip: scheme central trains no device's parameters; expected fl or split")
+    if privacy.activation_clip is None and privacy.dpsgd_clip is None:
+        return None
+    return ClientPrivacy(privacy.activation_clip, privacy.activation_noise, privacy.dpsgd_clip, privacy.dpsgd_noise)
+
+
+def _check_secure(config: RunConfig) -> None:
+    """Secure aggregation's refusals that the config alone decides."""
+    privacy = config.privacy
+    if not privacy.secure_aggregation:
+        return
+    key = "privacy.secure_aggregation"
+    if config.scheme not in SAFEGUARD_SCHEMES:
+        raise ConfigError(
+            f"{key}: scheme {config.scheme} averages no adapters across the fleet; expected one of "
+            f"{', '.join(SAFEGUARD_SCHEMES)}"
+        )
+    if config.security.aggregator != "fedavg":
+        raise ConfigError(
+            f"{key}: the server sees only the sum, and security.aggregator {config.security.aggregator} needs "
+            "every update; expected fedavg"
+        )
+    if config.compression.updates != "fp32":
+        raise ConfigError(f"{key}: masked inputs are fixed-point, not compressed updates; expected fp32 updates")
+    if privacy.dp_clip is not None and config.scheme != "fl":
+        raise ConfigError(
+            f"{key}: privacy.dp_clip bounds the whole update, which device and server each hold part of in "
+            f"{config.scheme}; expected scheme fl"
+        )
+
+
+def _secure_aggregation(
+    config: RunConfig, clients: int, plan: TrainingPlan, ranks: dict[str, int]
+) -> SecAggSpec | None:
+    """The run's secure aggregation (None: off), its threshold a strict majority of an aggregation's clients
+    unless given, checked against the fleet (`_check_secure` checked the rest before anything loaded)."""
+    privacy = config.privacy
+    if not privacy.secure_aggregation:
+        return None
+    key = "privacy.secure_aggregation"
+    if len(set(ranks.values())) > 1:
+        raise ConfigError(f"{key}: needs one LoRA rank for every device, not mixed ranks")
+    per_round = clients_per_round(clients, plan.client_fraction) if config.scheme == "fl" else clients
+    if per_round < 2:
+        raise ConfigError(f"{key}: needs at least 2 clients per aggregation, got {per_round}")
+    threshold = privacy.secagg_threshold or min_threshold(per_round)
+    if threshold > per_round:
+        raise ConfigError(f"privacy.secagg_threshold: {threshold} exceeds the {per_round} clients of an aggregation")
+    if threshold < min_threshold(per_round):
+        raise ConfigError(
+            f"privacy.secagg_threshold: {threshold} is no strict majority of {per_round} clients; "
+            f"expected at least {min_threshold(per_round)}"
+        )
+    spec = SecAggSpec(threshold, privacy.secagg_range)
+    try:
+        FixedPoint.for_clients(per_round, spec.value_range, spec.ring_bits)
+    except ValueError as error:
+        raise ConfigError(f"privacy.secagg_range: {error}") from None
+    return spec
+
+
+def _data_attack(config: RunConfig, malicious: tuple[str, ...], num_labels: int) -> DataAttack | None:
+    """What malicious clients do to their data (None: the run has no data attack)."""
+    security = config.security
+    if security.attack not in DATA_ATTACKS:
+        return None
+    if security.attack == "backdoor" and security.backdoor_target >= num_labels:
+        raise ConfigError(
+            f"security.backdoor_target: label {security.backdoor_target} does not exist; expected 0..{num_labels - 1}"
+        )
+    return DataAttack(
+        security.attack,
+        frozenset(malicious),
+        num_labels,
+        security.backdoor_trigger,
+        security.backdoor_fraction,
+        security.backdoor_target,
+        (config.seed, POISON_STREAM),
+    )
+
+
 def lora_spec(config: RunConfig) -> LoraSpec:
     """The run's LoRA setting."""
     settings = config.lora
@@ -309,4 +410,4 @@ def execute(prepared: PreparedRun) -> SchemeResult:
     # The application (not library code) fixes torch's global RNG: dropout draws from it.
     torch.manual_seed(prepared.config.seed)
     scheme = SCHEMES.get(prepared.config.scheme)
-    return scheme(prepared.setup)
+    return run_assessed(scheme, prepared.setup, prepared.config, prepared.dataset.test)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleettune.cli.main import main
+from tests.cli.invoke import run_cli
 
 TOP_KEYS = {
     "fleettune_version", "scheme", "seed", "config", "model", "dataset", "fleet", "history", "final",
@@ -25,15 +26,6 @@ def _fl_argv(shared_data: Path) -> list[str]:
         "--max-train-samples", "200", "--max-eval-samples", "120", "--clients", "3", "--rounds", "2",
         "--local-steps", "2", "--max-length", "48", "--target-accuracy", "0.05",
     ]  # fmt: skip
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +126,7 @@ def test_bad_input_exits_2_with_one_line(
     argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [str(_no_label_dir(tmp_path)) if a == "NOLABEL" else a for a in argv]
-    code, err = _run(["run", *argv, "--out", str(tmp_path / "out")], capsys)
+    code, err = run_cli(["run", *argv, "--out", str(tmp_path / "out")], capsys)
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip() and "preparing" not in line]
     assert len(lines) == 1, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,21 @@ from fleettune.cli.main import main
         (["--dp-clip", "1", "--dp-delta", "2"], "privacy.dp_delta"),
         (["--dp-clip", "1", "--dp-noise", "1", "--dp-target-epsilon", "3"], "dp_target_epsilon"),
         (["--aggregator", "mean"], "security.aggregator"),
-        (["--attack", "backdoor", "--malicious-fraction", "0.2"], "security.attack"),
+        (["--attack", "trojan", "--malicious-fraction", "0.2"], "security.attack"),
+        (["--membership-samples", "-1"], "privacy.membership_samples"),
+        (["--inversion-samples", "-1"], "privacy.inversion_samples"),
+        (["--attack", "backdoor", "--malicious-fraction", "0.2", "--set", "security.backdoor_trigger=''"], "trigger"),
         (["--attack", "sign_flip", "--malicious-fraction", "1"], "security.malicious_fraction"),
+        (["--activation-clip", "0"], "privacy.activation_clip"),
+        (["--activation-clip", "1", "--activation-noise", "-1"], "privacy.activation_noise"),
+        (["--activation-noise", "1"], "privacy.activation_clip"),
+        (["--dpsgd-clip", "-2"], "privacy.dpsgd_clip"),
+        (["--dpsgd-clip", "1", "--dpsgd-noise", "-0.1"], "privacy.dpsgd_noise"),
+        (["--dpsgd-noise", "1"], "privacy.dpsgd_clip"),
+        (["--secure-aggregation", "--scheme", "sl"], "privacy.secure_aggregation"),
+        (["--secure-aggregation", "--aggregator", "krum"], "privacy.secure_aggregation"),
+        (["--set", "privacy.secagg_threshold=3"], "privacy.secagg_threshold"),
+        (["--activation-clip", "1", "--scheme", "fl"], "privacy.activation_clip"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(
@@ -33,7 +47,8 @@ def test_bad_flags_exit_2_with_one_line(
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
 
 
-def test_flags_map_to_dotted_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _resolved(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The config `run` would train with, given `argv` (training itself is skipped)."""
     import fleettune.cli.run as cli_run
 
     seen = {}
@@ -43,14 +58,35 @@ def test_flags_map_to_dotted_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise SystemExit(0)
 
     monkeypatch.setattr(cli_run, "train_one", fake_train)
+    with pytest.raises(SystemExit):
+        main(["run", *argv, "--out", str(tmp_path / "out")])
+    return seen["config"]
+
+
+def test_flags_map_to_dotted_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["--dp-clip", "0.5", "--dp-target-epsilon", "8", "--dp-delta", "1e-6", "--aggregator", "median"]
     argv += ["--attack", "label_flip", "--malicious-fraction", "0.2", "--scheme", "fl"]
-    with pytest.raises(SystemExit):
-        main(["run", *argv, "--out", str(tmp_path)])
-    config = seen["config"]
+    argv += ["--membership-samples", "40", "--inversion-samples", "8"]
+    config = _resolved(argv, tmp_path, monkeypatch)
     assert (config.privacy.dp_clip, config.privacy.dp_target_epsilon, config.privacy.dp_delta) == (0.5, 8.0, 1e-6)
     assert (config.security.aggregator, config.security.attack, config.security.malicious_fraction) == (
         "median",
         "label_flip",
         0.2,
     )
+    assert (config.privacy.membership_samples, config.privacy.inversion_samples) == (40, 8)
+
+
+def test_training_mechanism_flags_map_to_dotted_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["--activation-clip", "2", "--activation-noise", "0.5", "--dpsgd-clip", "1", "--dpsgd-noise", "1.1"]
+    argv += ["--secure-aggregation", "--set", "privacy.secagg_threshold=4"]
+    privacy = _resolved(argv, tmp_path, monkeypatch).privacy
+    assert (privacy.activation_clip, privacy.activation_noise, privacy.activation_adjacency) == (2.0, 0.5, "replace")
+    assert (privacy.dpsgd_clip, privacy.dpsgd_noise) == (1.0, 1.1)
+    assert (privacy.secure_aggregation, privacy.secagg_threshold, privacy.secagg_range) == (True, 4, 8.0)
+
+
+def test_without_the_flag_the_config_file_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[privacy]\nsecure_aggregation = true\n")
+    assert _resolved(["--config", str(config)], tmp_path, monkeypatch).privacy.secure_aggregation is True

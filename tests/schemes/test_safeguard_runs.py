@@ -60,6 +60,11 @@ def test_target_epsilon_calibrates_sigma_within_budget(prepare_scheme: Any) -> N
         "sample_rate": 1.0,
         "target_epsilon": 4.0,
         "epsilon": final,
+        "membership": None,
+        "inversion": None,
+        "activations": None,
+        "dpsgd": None,
+        "secure_aggregation": None,
     }
 
 

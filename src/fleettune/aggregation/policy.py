@@ -12,6 +12,9 @@ DP, no update attack) that is exactly `fedavg` of the adapters, the path runs al
    denominator (sum of w_i / max w for the mean, the number of updates for robust rules);
 6. the new global adapter is the previous one plus the result, and the privacy accountant takes one step.
 
+With secure aggregation (`PolicySpec.secure`), steps 3 to 5 run with the weighted sum computed through the
+protocol instead (`fleettune.aggregation.secure`); only FedAvg can be computed from a sum.
+
 The accountant's epsilon is the guarantee of the noisy mean (the sampled Gaussian mechanism with add/remove
 adjacency of one whole client, see `fleettune.privacy.dp`). A robust rule's sensitivity to one client is not
 analysed here: with a robust rule the same noise is added and the same epsilon reported, as an indication only.
@@ -26,6 +29,7 @@ import torch
 
 from fleettune.aggregation.fedavg import fedavg, sample_weights
 from fleettune.aggregation.robust import Aggregator, make_aggregator
+from fleettune.aggregation.secure import SecAggSpec, SecureSummer
 from fleettune.privacy.accounting import PrivacyAccountant
 from fleettune.privacy.dp import clip_update, gaussian_like, noisy_aggregate
 from fleettune.security.attacks import UpdateAttack
@@ -57,10 +61,12 @@ class PolicySpec:
     dp: DpSpec | None = None
     attack: UpdateAttack | None = None
     malicious: tuple[str, ...] = ()  # every malicious client, whatever its attack (for reports)
+    secure: SecAggSpec | None = None  # the weighted sum through secure aggregation
 
     @property
     def plain(self) -> bool:
-        """True when aggregation is FedAvg of the adapters, as without any of these options."""
+        """True when aggregation is FedAvg of the adapters, as without any of these options (secure aggregation
+        computes the same numbers, up to its encoding, and does not count)."""
         return self.aggregator == "fedavg" and self.dp is None and self.attack is None
 
     def make_rule(self) -> Aggregator:
@@ -94,11 +100,15 @@ class AggregationPolicy:
 
     spec: PolicySpec
     generator: torch.Generator
+    secure_seed: int = 0  # seeds the simulated protocol's secrets (secure aggregation only)
     notes: list[AggregationNote] = field(default_factory=list)
     accountant: PrivacyAccountant | None = field(init=False, default=None)
+    secure: SecureSummer | None = field(init=False, default=None)
     _rule: Aggregator | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        if self.spec.secure is not None:
+            self.secure = SecureSummer(self.spec.secure, self.secure_seed)
         dp = self.spec.dp
         if dp is not None and dp.noise_multiplier is not None:
             self.accountant = PrivacyAccountant(
@@ -127,7 +137,7 @@ class AggregationPolicy:
         weights = sample_weights(counts)
         if self._rule is None:
             return fedavg(views, weights)
-        updates = [self._update(previous, view, client) for view, client in zip(views, clients, strict=True)]
+        updates = [self.client_update(previous, view, client) for view, client in zip(views, clients, strict=True)]
         dp = self.spec.dp
         if dp is not None:
             updates = [clip_update(update, dp.clip)[0] for update in updates]
@@ -143,12 +153,17 @@ class AggregationPolicy:
             if dp is not None and sigma > 0:
                 spread = sigma * dp.clip / len(updates)
                 step = {key: value + spread * gaussian_like(value, self.generator) for key, value in step.items()}
+        self.close(round_index, clients, selected)
+        return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+
+    def close(self, round_index: int, clients: Sequence[str], selected: tuple[str, ...] | None = None) -> None:
+        """One aggregation beyond FedAvg took place: the accountant steps, the report notes who sent."""
         if self.accountant is not None:
             self.accountant.step()
         self.notes.append(AggregationNote(round_index + 1, tuple(clients), selected))
-        return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
 
-    def _update(self, previous: AdapterState, view: AdapterState, client: str) -> AdapterState:
+    def client_update(self, previous: AdapterState, view: AdapterState, client: str) -> AdapterState:
+        """The client's adapter minus the previous global one (float64), after its update attack if any."""
         if set(view) != set(previous):
             raise ValueError(f"client {client}'s adapter holds other keys than the global one")
         update = {key: view[key].to(torch.float64) - previous[key].to(torch.float64) for key in previous}

@@ -32,9 +32,13 @@ def _root() -> None:
 def _register() -> None:
     if app.registered_commands:
         return
+    from fleettune.cli.certs import certs
+    from fleettune.cli.join import join
+    from fleettune.cli.partition import partition
     from fleettune.cli.plan import plan
     from fleettune.cli.run import run
     from fleettune.cli.schedule import schedule
+    from fleettune.cli.serve import serve
 
     app.command("run")(run)
     app.command(
@@ -42,6 +46,10 @@ def _register() -> None:
     )(run)
     app.command("schedule")(schedule)
     app.command("plan")(plan)
+    app.command("certs")(certs)
+    app.command("serve")(serve)
+    app.command("join")(join)
+    app.command("partition")(partition)
 
 
 def _fail(message: str, code: int) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 from fleettune.config import RunConfig, build_config, resolved_dict
 from fleettune.errors import ConfigError
 from fleettune.report import build_report, write_report
+from fleettune.report.adapter_file import save_adapter
 from fleettune.report.comparison import comparison
 from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
 from fleettune.report.summary import print_summary
@@ -62,10 +63,27 @@ def run(
     aggregator: Annotated[
         str | None, Opt(help="fedavg, normbound, krum, multikrum, median, trimmed_mean or bulyan.")
     ] = None,
-    attack: Annotated[str | None, Opt(help="none, label_flip, scale or sign_flip (simulated).")] = None,
+    attack: Annotated[str | None, Opt(help="none, label_flip, backdoor, scale or sign_flip (simulated).")] = None,
     malicious_fraction: Annotated[
         float | None, Opt("--malicious-fraction", help="Share of clients that attack (rounded up).")
     ] = None,
+    membership_samples: Annotated[
+        int | None, Opt("--membership-samples", help="After training: membership inference on N members.")
+    ] = None,
+    inversion_samples: Annotated[
+        int | None, Opt("--inversion-samples", help="After training: invert N texts' cut activations (split).")
+    ] = None,
+    activation_clip: Annotated[
+        float | None, Opt("--activation-clip", help="Per-sample L2 bound of the cut activations (split).")
+    ] = None,
+    activation_noise: Annotated[
+        float | None, Opt("--activation-noise", help="Noise multiplier of the cut activations (needs the clip).")
+    ] = None,
+    dpsgd_clip: Annotated[float | None, Opt("--dpsgd-clip", help="DP-SGD: per-sample gradient bound.")] = None,
+    dpsgd_noise: Annotated[float | None, Opt("--dpsgd-noise", help="DP-SGD noise multiplier (needs the clip).")] = None,
+    secure_aggregation: Annotated[
+        bool, Opt("--secure-aggregation", help="Sum the device-held adapters through secure aggregation.")
+    ] = False,
     overrides: Annotated[list[str] | None, Opt("--set", help="key=value config override (repeatable).")] = None,
 ) -> None:
     """Train with one scheme and write DIR/report.json. With no options: the embedded default."""
@@ -99,6 +117,13 @@ def run(
         "security.aggregator": aggregator,
         "security.attack": attack,
         "security.malicious_fraction": malicious_fraction,
+        "privacy.membership_samples": membership_samples,
+        "privacy.inversion_samples": inversion_samples,
+        "privacy.activation_clip": activation_clip,
+        "privacy.activation_noise": activation_noise,
+        "privacy.dpsgd_clip": dpsgd_clip,
+        "privacy.dpsgd_noise": dpsgd_noise,
+        "privacy.secure_aggregation": True if secure_aggregation else None,  # absent: the file's value stands
     }
     if ctx.info_name == "compare":
         names = [n.strip() for n in (schemes or "").split(",") if n.strip()]
@@ -140,6 +165,8 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(resolved_dict(resolved), indent=2) + "\n")
     write_report(report, out)
+    if result.adapter is not None:
+        save_adapter(result.adapter, out)
     return report
 
 

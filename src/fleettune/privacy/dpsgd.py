@@ -159,3 +159,58 @@ def assign_gradients(model: nn.Module, grads: Mapping[str, torch.Tensor]) -> Non
     for name, value in grads.items():
         param = params[name]
         param.grad = value.detach().to(device=param.device, dtype=param.dtype).clone()
+
+
+def graph_per_sample_gradients(
+    outputs: torch.Tensor, cotangents: torch.Tensor, params: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Per parameter, the (batch, *shape) gradients of <outputs[b], cotangents[b]> from the existing graph.
+
+    For training runs, whose forward has already happened (a split client's graph waits for the cut gradient).
+    Exact whenever samples do not mix in the forward (transformers without batch normalisation); dropout masks
+    are the forward's, so nothing is drawn again. One backward vectorised over the batch (`is_grads_batched`); an
+    operation without a batching rule falls back to one backward per sample. Parameters the graph does not reach
+    get zeros. The graph lives as long as `outputs`.
+    """
+    if outputs.shape != cotangents.shape:
+        raise ValueError(f"cotangents of shape {tuple(cotangents.shape)} do not match outputs {tuple(outputs.shape)}")
+    n = outputs.shape[0]
+    names = list(params)
+    tensors = [params[name] for name in names]
+    # Row b of the batched cotangent keeps sample b's slice only: one backward per row gives sample b's gradient.
+    selector = torch.eye(n, dtype=outputs.dtype, device=outputs.device).view(n, n, *([1] * (outputs.dim() - 1)))
+    batched = selector * cotangents.to(outputs.dtype).unsqueeze(0)
+    try:
+        grads = torch.autograd.grad(
+            outputs, tensors, grad_outputs=batched, is_grads_batched=True, retain_graph=True, materialize_grads=True
+        )
+    except RuntimeError:
+        rows = [
+            torch.autograd.grad(outputs, tensors, grad_outputs=batched[b], retain_graph=True, materialize_grads=True)
+            for b in range(n)
+        ]
+        grads = tuple(torch.stack([row[k] for row in rows]) for k in range(len(tensors)))
+    return {name: grad.detach() for name, grad in zip(names, grads, strict=True)}
+
+
+def private_backward(
+    model: nn.Module,
+    outputs: torch.Tensor,
+    cotangents: torch.Tensor,
+    clip: float,
+    noise_multiplier: float,
+    generator: torch.Generator,
+) -> PrivateGradient:
+    """DP-SGD's gradient of `model`'s trainable parameters written into their `.grad`, from an existing graph.
+
+    Sample b's loss gradient is that of <outputs[b], cotangents[b]> (for a batch-mean loss: per-sample losses
+    with cotangent 1, or a split client's activations with n times its slice of the cut gradient); the
+    gradients are clipped, summed, noised and divided by the batch size (`clip_and_noise`).
+    """
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    per_sample = graph_per_sample_gradients(outputs, cotangents, params)
+    private = clip_and_noise(per_sample, clip, noise_multiplier, generator)
+    assign_gradients(model, private.grads)
+    return private

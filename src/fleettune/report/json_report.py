@@ -12,6 +12,7 @@ from typing import Any
 from fleettune import __version__
 from fleettune.aggregation.policy import AggregationNote, DpSpec, PolicySpec
 from fleettune.config import RunConfig, resolved_dict
+from fleettune.report.privacy_runs import activations_section, dpsgd_section, secure_aggregation_section
 from fleettune.runner import PreparedRun
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
@@ -121,8 +122,18 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
         },
         "history": [asdict(r) for r in result.history],
         "participation": participation_section(result.participation, len(result.history), config.deadline_s),
-        "privacy": privacy_section(prepared.setup.safeguards.dp, result.history),
-        "security": security_section(config, prepared.setup.safeguards, result.aggregations),
+        "privacy": {
+            **privacy_section(prepared.setup.safeguards.dp, result.history),
+            "membership": result.assessments.get("membership"),
+            "inversion": result.assessments.get("inversion"),
+            "activations": activations_section(config.privacy, prepared.setup, result),
+            "dpsgd": dpsgd_section(config.privacy, prepared.setup, result),
+            "secure_aggregation": secure_aggregation_section(result.secure_aggregation, client_ids),
+        },
+        "security": {
+            **security_section(config, prepared.setup.safeguards, result.aggregations),
+            "backdoor": result.assessments.get("backdoor"),
+        },
         "final": {
             "accuracy": final.scores.accuracy,
             "macro_f1": final.scores.macro_f1,

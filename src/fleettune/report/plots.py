@@ -22,6 +22,7 @@ COLORS = {
     "adapter-uplink": "#937860",
     "adapter-downlink": "#da8bc3",
     "aggregate": "#8c8c8c",
+    "secure-aggregation": "#ccb974",
 }
 
 

@@ -17,6 +17,7 @@ class Activity(str, enum.Enum):
     ADAPTER_UPLINK = "adapter-uplink"  # aggregation traffic and adapter hand-offs
     ADAPTER_DOWNLINK = "adapter-downlink"
     AGGREGATE = "aggregate"
+    SECURE_AGGREGATION = "secure-aggregation"  # the protocol's messages beyond the masked adapter upload
 
 
 @dataclass(frozen=True)

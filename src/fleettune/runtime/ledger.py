@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 CUT = "cut"  # activations up and gradients down at the cut layer
 ADAPTER = "adapter"  # adapter states and updates: aggregation and hand-offs
+SETUP = "setup"  # deployment: the adapter a device receives when it joins
+SECAGG = "secagg"  # secure aggregation's messages beyond the masked input (which is the adapter upload)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -12,12 +12,14 @@ from transformers import PreTrainedModel
 
 from fleettune.aggregation.policy import AggregationNote, AggregationPolicy, PolicySpec
 from fleettune.aggregation.ranks import RankMix
+from fleettune.aggregation.secure import SecAggTotals
 from fleettune.compression import Codec, parse_update_codec
 from fleettune.data import Split
 from fleettune.fleet import Device, Hardware
 from fleettune.messages import FP32_PADDED, CutWire
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
+from fleettune.privacy.client import ClientPrivacy
 from fleettune.registry import Registry
 from fleettune.runtime.events import Event
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
@@ -28,6 +30,8 @@ from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import EvalResult, Evaluator
 
 NOISE_STREAM = 4  # the run's RNG stream (`RunSetup.rng(NOISE_STREAM)`) seeding the DP noise of aggregation
+DEVICE_NOISE_STREAM = 8  # `RunSetup.rng(DEVICE_NOISE_STREAM, index)`: client `index`'s activation and DP-SGD noise
+SECAGG_STREAM = 9  # the simulated secure-aggregation protocol's secrets
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class RunSetup:
     ranks: dict[str, int] = field(default_factory=dict)  # a client's LoRA rank when not `lora.rank`
     mixed_ranks: str = "hetlora"  # how adapters of different ranks are combined (see RankMix)
     safeguards: PolicySpec = field(default_factory=PolicySpec)  # robust rule, DP and update attack of aggregation
+    client_privacy: ClientPrivacy | None = None  # what every device applies before anything leaves it; None: off
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""
@@ -101,9 +106,17 @@ class RunSetup:
         return RankMix(ranks, self.lora.alpha, self.mixed_ranks, self.plan.seed)
 
     def aggregation_policy(self) -> AggregationPolicy:
-        """A fresh aggregation policy whose DP noise is drawn from the run's own seeded stream."""
+        """A fresh aggregation policy whose DP noise (and simulated secure aggregation) draw from the run's own
+        seeded streams."""
         seed = int(self.rng(NOISE_STREAM).integers(2**62))
-        return AggregationPolicy(self.safeguards, torch.Generator().manual_seed(seed))
+        secure_seed = int(self.rng(SECAGG_STREAM).integers(2**62))
+        return AggregationPolicy(self.safeguards, torch.Generator().manual_seed(seed), secure_seed)
+
+    def privacy_for(self, index: int) -> ClientPrivacy | None:
+        """Client `index`'s privacy settings, its noise seeded from the run's seed and the index (None: off)."""
+        if self.client_privacy is None or not self.client_privacy.active:
+            return None
+        return self.client_privacy.seeded(int(self.rng(DEVICE_NOISE_STREAM, index).integers(2**62)))
 
     def participation(self) -> Participation:
         """The run's availability, disconnect and deadline draws, over its clients in order."""
@@ -125,6 +138,14 @@ class SchemeResult:
     step_losses: list[float] = field(default_factory=list)  # mean training loss of every optimizer step
     participation: ParticipationTotals = field(default_factory=ParticipationTotals)
     aggregations: list[AggregationNote] = field(default_factory=list)  # beyond plain FedAvg: who sent, who was kept
+    # Report sections computed on the final model after training (`backdoor`, `membership`, `inversion`).
+    assessments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adapter: dict[str, torch.Tensor] | None = None  # the final global adapter (full-model keys), where one exists
+    # Per client, for privacy accounting: optimizer steps of its own parameters (all its local work, including
+    # work a dropout later discarded), and batches whose cut activations it sent (split schemes).
+    client_steps: dict[str, int] = field(default_factory=dict)
+    cut_batches: dict[str, int] = field(default_factory=dict)
+    secure_aggregation: SecAggTotals | None = None  # what the protocol did, in runs that aggregate through it
 
 
 class Scheme(Protocol):

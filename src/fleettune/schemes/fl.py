@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict
 
 from fleettune.aggregation import sample_weights
+from fleettune.aggregation.secure import secure_combine
 from fleettune.codec import encode_state
 from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
@@ -20,6 +21,7 @@ from fleettune.runtime.sim.flop_book import FlopBook
 from fleettune.runtime.sim.participation import ParticipationLog, Spend
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.local import train_local
+from fleettune.schemes.secure_cost import charge_protocol
 from fleettune.schemes.seeding import seeded_full_model
 from fleettune.training import trainable_parameters
 
@@ -67,6 +69,11 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     participation = setup.participation()
     log = ParticipationLog()
     policy = setup.aggregation_policy()
+    # Each client's DP-SGD noise comes from its own generator, seeded from the run's seed and its index.
+    privacy = {c.id: setup.privacy_for(i) for i, c in enumerate(setup.clients)}
+    noise = {c: p.generator() for c, p in privacy.items() if p is not None}
+    steps_taken = dict.fromkeys(privacy, 0)
+    devices = {c.id: c.device for c in setup.clients}
     for round_index in range(plan.rounds):
         chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
         turnout = participation.draw(round_index)
@@ -101,7 +108,10 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 max_grad_norm=plan.max_grad_norm,
                 received_bytes=len(downlink),
                 flop_book=book,
+                privacy=privacy[client.id],
+                noise=noise.get(client.id),
             )
+            steps_taken[client.id] += run.steps
             up_link = copy.deepcopy(uplinks[client.id])
             up_link.rebase(delivered)
             upload = up_link.send(read_adapter(model.peft))
@@ -141,12 +151,23 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             log.spend(client.id, Spend(busy, 0.0, len(upload), len(downlink)))
             slowest = max(slowest, busy)
         aggregation_s = 0.0
-        if views:  # nobody completed: the global adapter stays as it was
+        aggregated = bool(views)  # nobody completed (or too few for secure aggregation): the global adapter stays
+        if views and policy.secure is not None:
+            # The masked adapters went up as the uploads; the protocol's other messages follow them.
+            roster = [setup.clients[i].id for i in chosen if setup.clients[i].id in online]
+            keys = [frozenset(view) for view in views]  # a whole model per device: every key is its own
+            state, protocol = secure_combine(policy, global_state, views, senders, counts, keys, roster, round_index)
+            aggregation_s += charge_protocol(protocol, devices, traffic, energy).seconds
+            aggregated = state is not None
+            global_state = global_state if state is None else state
+        elif views:
             global_state = policy.combine(global_state, views, senders, counts, round_index)
+        if aggregated:
             # Averaging is priced like every other computation: 2 FLOPs per value per client.
             values = sum(t.numel() for t in global_state.values())
-            aggregation_s = compute_s(2 * values * len(payloads), setup.server)
-            energy.server_busy(setup.server.power_w, aggregation_s)
+            averaging_s = compute_s(2 * values * len(payloads), setup.server)
+            energy.server_busy(setup.server.power_w, averaging_s)
+            aggregation_s += averaging_s
             held = len(encode_state(global_state))
             received = sum(len(p) for p in payloads)
             server_memory = server_memory.peak_with(MemoryBreakdown(trainable=held, received=received))
@@ -189,4 +210,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         trainable_parameters=sum(p.numel() for p in trainable_parameters(model)),
         participation=log.totals,
         aggregations=policy.notes,
+        adapter=dict(global_state),
+        client_steps=steps_taken,
+        secure_aggregation=None if policy.secure is None else policy.secure.totals,
     )

@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from fleettune.data import Batch
-from fleettune.models.stages import FullModel
+from fleettune.models.stages import FullModel, Task
+from fleettune.privacy.client import ClientPrivacy
+from fleettune.privacy.dpsgd import private_backward
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
 from fleettune.runtime.sim.flop_book import FlopBook
 from fleettune.training import backward_step, lr_factor, make_optimizer, set_lr, trainable_parameters
@@ -40,9 +43,15 @@ def train_local(
     received_bytes: int,
     optimizer: torch.optim.Optimizer | None = None,
     flop_book: FlopBook | None = None,
+    privacy: ClientPrivacy | None = None,
+    noise: torch.Generator | None = None,
 ) -> LocalRun:
     """`steps` optimizer steps on `batches`; the learning rate follows the run-wide schedule from
-    `schedule_offset`. A fresh AdamW is made unless one is passed in."""
+    `schedule_offset`. A fresh AdamW is made unless one is passed in. With DP-SGD in `privacy`, every step's
+    gradient is DP-SGD's (per-sample clipping, noise from `noise`) and `max_grad_norm` is not applied."""
+    dpsgd = privacy is not None and privacy.dpsgd_clip is not None
+    if dpsgd and (noise is None or model.task is not Task.CLASSIFICATION):
+        raise ValueError("DP-SGD needs a noise generator and a classification model")
     model.train()
     optimizer = optimizer or make_optimizer(trainable_parameters(model), lr, weight_decay)
     meter = ActivationMeter()
@@ -59,7 +68,15 @@ def train_local(
         def step_once(batch: Batch = batch) -> torch.Tensor:
             with meter.track(weights=model.parameters()):
                 out = model(batch.input_ids, batch.attention_mask, batch.labels)
-            backward_step(out.loss, optimizer, max_grad_norm)
+                # The batch loss is the mean of these: each sample's own loss gets DP-SGD's clipping.
+                own = F.cross_entropy(out.logits, batch.labels, reduction="none") if dpsgd else None
+            if own is not None:
+                assert privacy is not None and privacy.dpsgd_clip is not None and noise is not None
+                private_backward(model, own, torch.ones_like(own), privacy.dpsgd_clip, privacy.dpsgd_noise, noise)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                backward_step(out.loss, optimizer, max_grad_norm)
             return out.loss.detach()
 
         step_flops, loss = book.run(key, step_once)

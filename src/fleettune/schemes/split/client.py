@@ -14,12 +14,21 @@ from fleettune.fleet import Device
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, read_adapter, task_model, write_adapter
 from fleettune.models.stages import ClientStage
+from fleettune.privacy.activations import protect_activations
+from fleettune.privacy.client import ClientPrivacy
+from fleettune.privacy.dpsgd import private_backward
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
 from fleettune.training import make_optimizer, set_lr, trainable_parameters
 
 
 class SplitClient:
-    """Runs embeddings + layers [0, cut) and keeps the autograd graph until the cut gradient returns."""
+    """Runs embeddings + layers [0, cut) and keeps the autograd graph until the cut gradient returns.
+
+    With `privacy`, what leaves the device is protected first: the cut activations are clipped per sample and
+    noised (`fleettune.privacy.activations`), and the client stage's gradient is DP-SGD's (per-sample clipping of
+    the gradients the returned cut gradient induces, noise on their sum). The client back-propagates through the
+    clipping: the server's gradient is with respect to the protected tensor it received.
+    """
 
     def __init__(
         self,
@@ -31,6 +40,7 @@ class SplitClient:
         num_samples: int,
         lr: float,
         weight_decay: float,
+        privacy: ClientPrivacy | None = None,
     ) -> None:
         self.id = id
         self.device = device
@@ -44,16 +54,27 @@ class SplitClient:
         self._meter = ActivationMeter()
         self.activation_peak = 0
         self.received_peak = 0
+        self.privacy = privacy if privacy is not None and privacy.active else None
+        self._noise = self.privacy.generator() if self.privacy is not None else None
+        self.batches_sent = 0  # forwards whose activations left the device (privacy accounting)
+        self.steps_taken = 0  # optimizer steps of the client stage
 
     def next_batch(self) -> Batch:
         return next(self.batches)
 
     def forward(self, batch: Batch, step: int) -> CutActivations:
         self.stage.train()
+        privacy = self.privacy
         with self._meter.track(weights=self.stage.parameters()):
             hidden = self.stage(batch.input_ids, batch.attention_mask)
+            if privacy is not None and privacy.activation_clip is not None:
+                assert self._noise is not None
+                hidden = protect_activations(
+                    hidden, batch.attention_mask, privacy.activation_clip, privacy.activation_noise, self._noise
+                )
         self.activation_peak = max(self.activation_peak, self._meter.peak)
         self._pending = hidden
+        self.batches_sent += 1
         return CutActivations(self.id, step, hidden.detach(), batch.attention_mask, batch.labels)
 
     def backward(self, gradients: CutGradients, lr_factor: float, received_bytes: int) -> None:
@@ -61,9 +82,19 @@ class SplitClient:
             raise RuntimeError(f"client {self.id}: gradient for {gradients.client} without a pending forward")
         self.received_peak = max(self.received_peak, received_bytes)
         set_lr(self.optimizer, self.lr, lr_factor)
-        self._pending.backward(gradients.grad)
+        privacy = self.privacy
+        if privacy is not None and privacy.dpsgd_clip is not None:
+            assert self._noise is not None
+            # The server's loss is the batch mean: sample i's own loss gradient is n times its slice.
+            cotangents = gradients.grad.to(self._pending.dtype) * self._pending.shape[0]
+            private_backward(
+                self.stage, self._pending, cotangents, privacy.dpsgd_clip, privacy.dpsgd_noise, self._noise
+            )
+        else:
+            self._pending.backward(gradients.grad)
         self._pending = None
         self.optimizer.step()
+        self.steps_taken += 1
         self.optimizer.zero_grad(set_to_none=True)
 
     def read(self) -> AdapterState:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from fleettune.aggregation import sample_weights
 from fleettune.aggregation.policy import AggregationPolicy
 from fleettune.aggregation.ranks import Aggregate, RankMix
+from fleettune.aggregation.secure import secure_combine
 from fleettune.compression import UpdateLink, receive_state, send_state
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
@@ -26,6 +27,7 @@ from fleettune.runtime.sim.flop_book import FlopBook
 from fleettune.runtime.sim.participation import Participation, ParticipationLog, Spend
 from fleettune.schemes.base import RunSetup, SchemeResult
 from fleettune.schemes.evaluator import EvalResult
+from fleettune.schemes.secure_cost import charge_protocol
 from fleettune.schemes.seeding import seeded_full_model
 from fleettune.schemes.split.client import SplitClient
 from fleettune.schemes.split.servers import ServerRole
@@ -115,6 +117,7 @@ def build_clients(setup: RunSetup, initial: AdapterState) -> list[SplitClient]:
             len(data.train),
             setup.plan.lr,
             setup.plan.weight_decay,
+            setup.privacy_for(index),
         )
         client.write(split_adapter(mix.start(initial, data.id), stage.layout, cut)[0])
         clients.append(client)
@@ -321,6 +324,26 @@ def _client_part(ctx: SplitContext, client: SplitClient, aggregate: Aggregate) -
     return split_adapter(aggregate.stacked, ctx.layout, client.cut)[0]
 
 
+def combine_views(
+    mix: RankMix,
+    policy: AggregationPolicy,
+    views: Sequence[AdapterState],
+    ids: Sequence[str],
+    samples: Sequence[int],
+    round_index: int,
+    version: int,
+    previous: AdapterState | None,
+) -> Aggregate:
+    """The clients' full views combined: FedAvg weighted by samples (or the run's way of mixing LoRA
+    ranks), or, beyond plain FedAvg, the aggregation policy applied from `previous` (the global adapter
+    they started from). Simulation and deployment both aggregate through here."""
+    if policy.plain:
+        return mix.combine(views, list(ids), sample_weights(list(samples)), version)
+    assert previous is not None and mix.uniform, "a policy beyond FedAvg needs equal ranks and the global"
+    state = policy.combine(previous, views, list(ids), list(samples), round_index)
+    return Aggregate(state, {c: state for c in mix.ranks})
+
+
 def aggregate(
     ctx: SplitContext,
     views: Sequence[AdapterState],
@@ -334,17 +357,43 @@ def aggregate(
     update attack) the run's aggregation policy combines them from `previous`, the global adapter they
     started from; the runner allows that only with equal ranks."""
     ids = [c.id for c in clients]
-    if ctx.policy.plain:
-        combined = ctx.mix.combine(views, ids, sample_weights([c.num_samples for c in clients]), version)
-    else:
-        assert previous is not None and ctx.mix.uniform, "a policy beyond FedAvg needs equal ranks and the global"
-        state = ctx.policy.combine(previous, views, ids, [c.num_samples for c in clients], round_index)
-        combined = Aggregate(state, {c: state for c in ctx.mix.ranks})
+    combined = combine_views(
+        ctx.mix, ctx.policy, views, ids, [c.num_samples for c in clients], round_index, version, previous
+    )
     values = sum(t.numel() for view in views for t in view.values())
     seconds = compute_s(2 * values, ctx.setup.server)
     ctx.energy.server_busy(ctx.setup.server.power_w, seconds)
     ctx.advance(server_work(seconds, Activity.AGGREGATE, round_index, ctx.now_s), round_index)
     return combined
+
+
+def secure_aggregate(
+    ctx: SplitContext,
+    views: Sequence[AdapterState],
+    clients: Sequence[SplitClient],
+    roster: Sequence[str],
+    round_index: int,
+    previous: AdapterState,
+) -> Aggregate | None:
+    """`aggregate` with each client's own part (what it uploaded) summed through secure aggregation over the
+    `roster` (the clients online when the round began) and the server's parts added in the clear; equal ranks
+    only. The protocol's messages are charged to the devices' links before the server's averaging. None when
+    fewer than the threshold of masked inputs arrived: the global adapter stays."""
+    held = [frozenset(split_adapter(view, ctx.layout, c.cut)[0]) for view, c in zip(views, clients, strict=True)]
+    ids = [c.id for c in clients]
+    state, protocol = secure_combine(
+        ctx.policy, previous, views, ids, [c.num_samples for c in clients], held, roster, round_index
+    )
+    devices = {c.id: c.device for c in ctx.clients}
+    phase = charge_protocol(protocol, devices, ctx.traffic, ctx.energy)
+    ctx.advance(phase.timeline(round_index, ctx.now_s), round_index)
+    if state is None:
+        return None
+    values = sum(t.numel() for view in views for t in view.values())
+    seconds = compute_s(2 * values, ctx.setup.server)
+    ctx.energy.server_busy(ctx.setup.server.power_w, seconds)
+    ctx.advance(server_work(seconds, Activity.AGGREGATE, round_index, ctx.now_s), round_index)
+    return Aggregate(state, {c: state for c in ctx.mix.ranks})
 
 
 def record_round(
@@ -401,4 +450,7 @@ def finish(ctx: SplitContext) -> SchemeResult:
         step_losses=ctx.step_losses,
         participation=ctx.log.totals,
         aggregations=ctx.policy.notes,
+        client_steps={c.id: c.steps_taken for c in ctx.clients},
+        cut_batches={c.id: c.batches_sent for c in ctx.clients},
+        secure_aggregation=None if ctx.policy.secure is None else ctx.policy.secure.totals,
     )

@@ -28,6 +28,7 @@ from fleettune.schemes.split.engine import (
     full_view,
     initial_state,
     record_round,
+    secure_aggregate,
     serve,
     upload_parts,
 )
@@ -91,8 +92,14 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
             arrived, views = upload_parts(ctx, att.active(), round_index, att.prepared, att.carried, deadline_at)
         ctx.now_s = max(ctx.now_s, ctx.log.latest_leave_s)  # a client that left held the round up to then
         att.restore_leavers(server)
-        if arrived:
-            current = aggregate(ctx, views, arrived, round_index, version + 1, current.evaluation)
+        combined = None
+        if arrived and ctx.policy.secure is not None:
+            roster = [c.id for c in members]
+            combined = secure_aggregate(ctx, views, arrived, roster, round_index, current.evaluation)
+        elif arrived:
+            combined = aggregate(ctx, views, arrived, round_index, version + 1, current.evaluation)
+        if combined is not None:
+            current = combined
             if current.stacked is not None:
                 _fold(ctx, current)
                 merged.append(current)
@@ -105,14 +112,17 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
                 if current.stacked is not None:
                     server.restart(client.id)
         global_state: Callable[[], AdapterState] = partial(dict, current.evaluation)
-        if not aggregating and not mix.merges and ctx.policy.plain:
+        if not aggregating and not mix.merges and ctx.policy.plain and ctx.policy.secure is None:
             # Between aggregations the global model is what an aggregation now would produce (with
             # stacking, that would change the base weights; with a robust rule, DP or an attack, it would
-            # draw noise or take an accountant step: the last aggregate is evaluated instead).
+            # draw noise or take an accountant step; with secure aggregation, the server cannot average
+            # in the clear: the last aggregate is evaluated instead).
             global_state = partial(_average_views, ctx, [c for c in clients if synced[c.id] == version])
         if record_round(ctx, round_index, kept_losses(losses, att.completed()), global_state):
             break
-    return finish(ctx)
+    result = finish(ctx)
+    result.adapter = dict(current.evaluation)
+    return result
 
 
 def _fold(ctx: SplitContext, combined: Aggregate) -> None:
@@ -138,30 +148,34 @@ def run_mesfl(setup: RunSetup) -> SchemeResult:
     """Memory-efficient split FL: one shared server model, a server-side adapter per client switched
     per client, served one at a time in the scheduler's order while clients compute in parallel."""
 
-    def make_server() -> ServerRole:
-        plan = setup.plan
-        cuts = cuts_of(setup)
-        specs = {c: setup.lora_for(c) for c in cuts}
-        return PerClientAdapters(
-            setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, setup.switch_s, specs
-        )
-
     policy = setup.scheduler
 
     def clock(phases: Sequence[StepPhases], round_index: int, t0: float) -> Timeline:
         return one_server_step(phases, policy, round_index, t0)
 
-    return _run(setup, make_server, clock)
+    return _run(setup, partial(shared_server, setup), clock)
 
 
 @SCHEMES.register("splitfed")
 def run_splitfed(setup: RunSetup) -> SchemeResult:
     """SplitFed-V1: one server-side model copy per client, all served at once (processor sharing)."""
 
-    def make_server() -> ServerRole:
-        plan = setup.plan
-        cuts = cuts_of(setup)
-        specs = {c: setup.lora_for(c) for c in cuts}
-        return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, specs)
+    return _run(setup, partial(server_copies, setup), shared_processor_step)
 
-    return _run(setup, make_server, shared_processor_step)
+
+def shared_server(setup: RunSetup) -> ServerRole:
+    """`mesfl`'s server: one shared model, a named server-side adapter per client."""
+    plan = setup.plan
+    cuts = cuts_of(setup)
+    specs = {c: setup.lora_for(c) for c in cuts}
+    return PerClientAdapters(
+        setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, setup.switch_s, specs
+    )
+
+
+def server_copies(setup: RunSetup) -> ServerRole:
+    """`splitfed`'s server: a server-side model copy per client."""
+    plan = setup.plan
+    cuts = cuts_of(setup)
+    specs = {c: setup.lora_for(c) for c in cuts}
+    return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, specs)

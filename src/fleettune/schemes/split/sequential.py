@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Protocol, TypeVar
 
+from fleettune.fleet import Device
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step
 from fleettune.runtime.sim.cutoffs import Cut
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
@@ -28,7 +30,15 @@ from fleettune.schemes.split.engine import (
 from fleettune.schemes.split.servers import Gradients, SharedAdapter
 
 
-def speed_clusters(clients: Sequence[SplitClient], size: int) -> list[list[SplitClient]]:
+class _OnDevice(Protocol):
+    @property
+    def device(self) -> Device: ...
+
+
+Party = TypeVar("Party", bound=_OnDevice)
+
+
+def speed_clusters(clients: Sequence[Party], size: int) -> list[list[Party]]:
     """Clusters of `size` clients with similar speed (peak TFLOPS x efficiency), fastest first."""
     ranked = sorted(clients, key=lambda c: -c.device.hardware.tflops * c.device.hardware.efficiency)
     return [list(ranked[i : i + size]) for i in range(0, len(ranked), size)]
@@ -78,8 +88,7 @@ def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluste
     with without_rng_draws():
         initial, evaluation = initial_state(setup)
         clients = build_clients(setup, initial)
-        plan = setup.plan
-        server = SharedAdapter(setup.new_model(), cuts_of(setup), setup.lora, setup.task, plan.lr, plan.weight_decay)
+        server = shared_adapter(setup)
     server.load(clients[0].id, initial)
     plan = setup.plan
     groups = clusters or speed_clusters(clients, cluster_size)
@@ -117,7 +126,20 @@ def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluste
             server.load(team[0].id, full)
         if record_round(ctx, round_index, losses, partial(dict, full)):
             break
-    return finish(ctx)
+    result = finish(ctx)
+    result.adapter = dict(full)
+    return result
+
+
+def shared_adapter(setup: RunSetup) -> SharedAdapter:
+    """The server of `sl` and `cpsl`: one model, one adapter that every client's activations train."""
+    plan = setup.plan
+    return SharedAdapter(setup.new_model(), cuts_of(setup), setup.lora, setup.task, plan.lr, plan.weight_decay)
+
+
+def clusters_of(setup: RunSetup, scheme: str) -> int:
+    """Clients per cluster: one in `sl`, the run's cluster size in `cpsl`."""
+    return 1 if scheme == "sl" else setup.cluster_size
 
 
 @SCHEMES.register("sl")

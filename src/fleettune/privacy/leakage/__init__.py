@@ -1,0 +1,1 @@
+"""What an attacker learns from a trained run: membership of training samples, tokens behind cut activations."""

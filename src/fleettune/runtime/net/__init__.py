@@ -1,0 +1,1 @@
+"""A networked deployment: an edge-server process and one process per device, talking gRPC."""

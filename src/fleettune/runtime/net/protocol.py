@@ -1,0 +1,76 @@
+"""The deployment's message kinds and the instructions a server gives a device, as transport fields."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fleettune.errors import InputError
+
+# Requests a device makes (the transport message kind).
+JOIN = "join"  # reply: the assignment (fields) and the device's current adapter part (payload)
+POLL = "poll"  # reply: the next instruction (long poll)
+ACTIVATIONS = "activations"  # payload: encoded cut activations; reply: encoded cut gradients
+ADAPTER = "adapter"  # payload: the device's client-side adapter (through its update link); reply: ack
+# Replies the server gives.
+ASSIGNMENT = "assignment"
+INSTRUCTION = "instruction"
+GRADIENTS = "gradients"
+ACK = "ack"
+
+
+class Do(str, enum.Enum):
+    """What a device is told to do next."""
+
+    WAIT = "wait"  # nothing yet: poll again
+    FORWARD = "forward"  # run a training step on the next batch (split schemes)
+    TRAIN = "train"  # train locally for `steps` optimizer steps (fl)
+    UPLOAD = "upload"  # send the client-side adapter for aggregation
+    LOAD = "load"  # take the adapter in the payload (the new global part)
+    DONE = "done"  # training is over: exit
+
+
+@dataclass(frozen=True)
+class Instruction:
+    do: Do
+    round: int = -1
+    step: int = -1  # the run's optimizer step counter (the cut messages' step)
+    lr_factor: float = 1.0
+    payload: bytes = b""
+    steps: int = 0  # local optimizer steps (TRAIN)
+    rounds: int = 0  # the run's rounds: the local learning-rate schedule's length (TRAIN)
+
+    def fields(self) -> dict[str, str]:
+        # repr of a float round-trips exactly: the device's learning rate equals the server's
+        return {
+            "do": self.do.value,
+            "round": str(self.round),
+            "step": str(self.step),
+            "lr_factor": repr(self.lr_factor),
+            "steps": str(self.steps),
+            "rounds": str(self.rounds),
+        }
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, str], payload: bytes) -> Instruction:
+        try:
+            return cls(
+                Do(fields["do"]),
+                int(fields["round"]),
+                int(fields["step"]),
+                float(fields["lr_factor"]),
+                payload,
+                int(fields.get("steps", "0")),
+                int(fields.get("rounds", "0")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise InputError(f"malformed instruction from the server ({exc}); got fields {dict(fields)}") from None
+
+
+def int_field(fields: Mapping[str, str], name: str) -> int:
+    """An integer field of a device's request; a missing or malformed one is the device's input error."""
+    value = fields.get(name, "")
+    if not value.lstrip("-").isdigit():
+        raise InputError(f"request field {name!r} must be an integer, got {value!r}")
+    return int(value)

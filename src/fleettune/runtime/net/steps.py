@@ -1,0 +1,280 @@
+"""The steps every deployed split scheme is made of, on the coordinator's state: waiting for devices, a
+training step, collecting adapters, sending them, dropping devices, recording a round, finishing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from fleettune.errors import InputError
+from fleettune.messages import CutActivations, CutGradients
+from fleettune.models.adapters import AdapterState, write_adapter
+from fleettune.runtime.ledger import ADAPTER, CUT
+from fleettune.runtime.net.board import Expected, Member
+from fleettune.runtime.net.coordinator import Coordinator
+from fleettune.runtime.net.protocol import Do, Instruction
+from fleettune.runtime.progress import RoundRecord
+from fleettune.scheduling.online import Waiting, next_job
+from fleettune.schemes.base import SchemeResult
+from fleettune.schemes.split.servers import Snapshot
+from fleettune.training import lr_factor
+
+log = logging.getLogger("fleettune.net")
+
+Loss = tuple[str, float, int]  # device, loss, samples
+SILENCE_GRACE_S = 2.0  # beyond the poll period: how long an idle device may go unheard before it counts as away
+# The server's work on one device's activations: (cut gradients, loss); may keep what it needs for later.
+Serve = Callable[[Member, CutActivations, float], tuple[CutGradients, float]]
+
+
+def await_fleet(c: Coordinator) -> None:
+    """Wait until enough devices joined and built their stages (they poll once they have)."""
+    wanted = c.options.min_devices or len(c.board.members)
+    deadline = c.board.clock() + c.options.join_timeout_s
+    with c.board.cv:
+        ok = c.board.wait_until(lambda: _count_ready(c) >= wanted, deadline)
+        ready = _count_ready(c)
+    if not ok:
+        raise InputError(
+            f"only {ready} of the {wanted} devices needed were ready within {c.options.join_timeout_s:g} s"
+        )
+    log.info("%d devices ready; training starts", ready)
+
+
+def _count_ready(c: Coordinator) -> int:
+    return sum(m.joined and m.ready for m in c.board.members.values())
+
+
+def present(c: Coordinator) -> list[Member]:
+    """Ready devices waiting for work (alive and idle). Those busy elsewhere get two poll periods to come
+    back; with nobody present, the round waits (up to the join timeout) for somebody to (re)join."""
+    board = c.board
+    with board.cv:
+        board.wait_until(lambda: _count_ready(c) > 0, board.clock() + c.options.join_timeout_s)
+        ready = [m for m in board.members.values() if m.joined and m.ready]
+        silent_s = c.options.poll_s + SILENCE_GRACE_S  # a live idle device is back in a poll well within this
+
+        def settled() -> bool:
+            return all(m.waiting or not m.joined or board.clock() - m.last_seen > silent_s for m in ready)
+
+        board.wait_until(settled, board.clock() + silent_s * 2)
+        return [m for m in ready if m.joined and m.waiting]
+
+
+def train_step(
+    c: Coordinator, active: list[Member], round_index: int, losses: list[Loss], serve: Serve, total_steps: int
+) -> list[Member]:
+    """One training step of `active`, the server taking waiting devices in its policy's order and `serve`
+    doing its work on each; returns the devices that completed the step (their backward included)."""
+    board, step = c.board, c.steps_done
+    factor = lr_factor(c.setup.plan.lr_schedule, step, total_steps)
+    incarnations = {m.id: m.incarnation for m in active}
+    with board.cv:
+        for m in active:
+            expected = Expected("activations", round_index, step)
+            board.post(m, Instruction(Do.FORWARD, round_index, step, factor), expected)
+    deadline = board.clock() + c.options.step_timeout_s
+    pending = {m.id: m for m in active}
+    served: list[Member] = []
+    received = 0
+    while pending:
+        with board.cv:
+            ready = board.wait_until(lambda: any(_ready(m, incarnations) for m in pending.values()), deadline)
+            for gone in [m for m in pending.values() if m.incarnation != incarnations[m.id]]:
+                del pending[gone.id]
+            if not ready:
+                break
+            waiting = [m for m in pending.values() if m.arrived is not None]
+            if not waiting:
+                continue
+            chosen = pending.pop(
+                next_job(c.scheduler, [Waiting(m.id, m.arrived_at, c.server_s[m.id], m.tail_s) for m in waiting])
+            )
+            payload, chosen.arrived = chosen.arrived, None
+        assert payload is not None
+        reply = _serve(c, chosen, payload, step, factor, losses, serve)
+        with board.cv:
+            chosen.reply = reply
+            board.cv.notify_all()
+        if reply:
+            served.append(chosen)
+            received += len(payload)
+            concurrent = [m.id for m in served]  # the server's holdings for the step's devices so far
+            c.server_memory = c.server_memory.peak_with(c.server.memory(concurrent, received))
+    with board.cv:
+        for m in pending.values():
+            board.release(m)
+        done_by = board.clock() + c.options.step_timeout_s
+        board.wait_until(lambda: all(m.idle or m.incarnation != incarnations[m.id] for m in served), done_by)
+        completed = [m for m in served if m.idle and m.incarnation == incarnations[m.id]]
+    c.steps_done += 1
+    finished = {m.id for m in completed}
+    c.step_losses.append(mean_loss([(loss, n) for d, loss, n in losses[-len(served) :] if d in finished]))
+    return completed
+
+
+def _ready(m: Member, incarnations: dict[str, int]) -> bool:
+    return m.arrived is not None or m.incarnation != incarnations[m.id]
+
+
+def _serve(
+    c: Coordinator, m: Member, payload: bytes, step: int, factor: float, losses: list[Loss], serve: Serve
+) -> bytes:
+    """Decode one device's activations and let `serve` work on them; the encoded gradients, or b"" when the
+    activations are unusable."""
+    started = time.perf_counter()
+    try:
+        message = CutActivations.decode(payload)
+        if message.client != m.id or message.step != step:
+            raise InputError(f"activations labelled {message.client} step {message.step}; expected {m.id} step {step}")
+    except InputError as exc:
+        log.warning("device %s: rejected activations: %s", m.id, exc)
+        return b""
+    grads, loss = serve(m, message, factor)
+    reply = grads.encode(c.setup.wire, message.attention_mask)
+    seconds = time.perf_counter() - started
+    c.server_s[m.id] = seconds
+    c.energy.server_busy(c.setup.server.power_w, seconds)
+    c.traffic.up(m.id, payload, CUT)
+    c.traffic.down(m.id, reply, CUT)
+    losses.append((m.id, loss, len(message.labels)))
+    return reply
+
+
+def collect(c: Coordinator, active: list[Member], round_index: int) -> tuple[list[Member], list[AdapterState]]:
+    """Every active device uploads its client-side adapter; the server joins each with its own side."""
+    board = c.board
+    incarnations = {m.id: m.incarnation for m in active}
+    with board.cv:
+        for m in active:
+            board.post(m, Instruction(Do.UPLOAD, round_index), Expected("adapter", round_index))
+        deadline = board.clock() + c.options.step_timeout_s
+        board.wait_until(lambda: all(_ready(m, incarnations) for m in active), deadline)
+        uploads = {m.id: m.arrived for m in active if m.arrived is not None and m.incarnation == incarnations[m.id]}
+        for m in active:
+            board.release(m)
+    arrived, views = [], []
+    for m in active:
+        payload = uploads.get(m.id)
+        if payload is None:
+            continue
+        try:
+            view = c.uplinks[m.id].receive(payload)
+        except InputError as exc:
+            log.warning("device %s: rejected adapter upload: %s", m.id, exc)
+            continue
+        c.traffic.up(m.id, payload, ADAPTER)
+        if c.role is not None:  # split schemes: joined with the server's side
+            view.update(c.role.server_part(m.id))
+        arrived.append(m)
+        views.append(view)
+    return arrived, views
+
+
+def download(
+    c: Coordinator, members: Sequence[Member], round_index: int, state_of: Callable[[Member], AdapterState]
+) -> list[Member]:
+    """Send each device its part (at its cut) of `state_of(device)`; returns those that took it."""
+    board = c.board
+    incarnations = {m.id: m.incarnation for m in members}
+    with board.cv:
+        for m in members:
+            part = c.client_part(m, state_of(m))
+            link = c.downlinks[m.id]
+            payload = link.send(part)
+            delivered = link.receive(payload)
+            c.uplinks[m.id].rebase(delivered)  # the device's next update is measured from here
+            c.traffic.down(m.id, payload, ADAPTER)
+            board.post(m, Instruction(Do.LOAD, round_index, payload=payload))
+        deadline = board.clock() + c.options.step_timeout_s
+        board.wait_until(lambda: all(m.idle or m.incarnation != incarnations[m.id] for m in members), deadline)
+        reached = [m for m in members if m.idle and m.incarnation == incarnations[m.id]]
+        for m in reached:
+            m.synced = c.version
+    return reached
+
+
+def drop(c: Coordinator, dropped: Sequence[Member], saved: dict[str, Snapshot]) -> None:
+    """Devices whose work in this round is lost: the server's side goes back to the round's start and
+    the device must join again (which hands it the global adapter), so both ends agree again."""
+    with c.board.cv:
+        for m in dropped:
+            if m.id in saved:
+                c.server.restore(m.id, saved[m.id])
+            m.joined = False
+            m.incarnation += 1
+            c.board.release(m)
+            log.warning("device %s dropped from the round; it must join again", m.id)
+        c.board.cv.notify_all()
+
+
+def record(
+    c: Coordinator,
+    round_index: int,
+    members: Sequence[Member],
+    dropped: Sequence[Member],
+    kept: list[tuple[float, int]],
+    evaluate: bool,
+) -> RoundRecord:
+    plan = c.setup.plan
+    result = None
+    if (evaluate and (round_index + 1) % plan.eval_every == 0) or round_index == plan.rounds - 1:
+        write_adapter(c.evaluation.peft, c.current.evaluation)
+        result = c.setup.evaluator(c.evaluation.logits)
+        c.final = result
+    elapsed = time.perf_counter() - c.started
+    record = RoundRecord(
+        round=round_index + 1,
+        sim_time_s=elapsed,
+        wall_time_s=elapsed,
+        train_loss=mean_loss(kept) if kept else None,
+        accuracy=result.scores.accuracy if result else None,
+        macro_f1=result.scores.macro_f1 if result else None,
+        participants=tuple(m.id for m in members),
+        offline=tuple(m.id for m in c.board.members.values() if m not in members),
+        dropped_disconnect=tuple(m.id for m in dropped),
+        epsilon=c.policy.epsilon(),
+    )
+    c.history.append(record)
+    c.setup.on_round(record)
+    return record
+
+
+def mean_loss(losses: Sequence[tuple[float, int]]) -> float:
+    total = sum(n for _, n in losses)
+    return sum(loss * n for loss, n in losses) / max(1, total)
+
+
+def finish_devices(c: Coordinator) -> None:
+    """Tell every device training is over (those not polling now learn it when they next poll)."""
+    board = c.board
+    with board.cv:
+        for m in board.members.values():
+            if m.joined:
+                board.post(m, Instruction(Do.DONE))
+        board.wait_until(lambda: all(m.instruction is None for m in board.members.values()), board.clock() + 5.0)
+    board.close()
+
+
+def result(c: Coordinator) -> SchemeResult:
+    assert c.final is not None, "the last round is always evaluated"
+    parameters = sum(p.numel() for p in c.evaluation.parameters())
+    trainable = sum(p.numel() for p in c.evaluation.parameters() if p.requires_grad)
+    for m in c.board.members.values():
+        c.energy.client_busy(m.id, m.device.hardware.power_w, m.busy_s)
+    return SchemeResult(
+        history=c.history,
+        final=c.final,
+        server_memory=c.server_memory,
+        client_memory={m.id: m.memory for m in c.board.members.values()},
+        traffic=c.traffic,
+        energy=c.energy,
+        sim_time_s=time.perf_counter() - c.started,
+        parameters=parameters,
+        trainable_parameters=trainable,
+        step_losses=c.step_losses,
+        participation=c.totals,
+        aggregations=c.policy.notes,
+        adapter=dict(c.current.evaluation),
+    )

@@ -1,0 +1,137 @@
+"""A deployed run with in-process devices equals the simulated run of the same configuration."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fleettune.config import build_config
+from fleettune.runner import execute, prepare
+from fleettune.runtime.ledger import ADAPTER, CUT, SETUP
+from fleettune.runtime.net.coordinator import Coordinator, ServeOptions
+from fleettune.runtime.net.device import DeviceAgent
+from fleettune.runtime.net.driver import drive
+from fleettune.runtime.net.local import LocalCaller
+from fleettune.runtime.net.protocol import Instruction
+from fleettune.runtime.progress import RoundRecord
+from fleettune.schemes import SchemeResult
+from tests.runtime.net.conftest import device_folders, tiny_flags
+
+FAST = ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=60.0)
+
+
+def _deploy(flags: dict[str, Any], root: Path) -> SchemeResult:
+    prepared = prepare(build_config(flags=flags))
+    folders = device_folders(prepared, root)
+    coordinator = Coordinator(prepared, FAST)
+    agents = [DeviceAgent(d, LocalCaller(coordinator.handle, d), folder) for d, folder in folders.items()]
+    errors: list[BaseException] = []
+
+    def run(agent: DeviceAgent) -> None:
+        try:
+            agent.run()
+        except BaseException as exc:  # surfaced by the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in agents]
+    for t in threads:
+        t.start()
+    result = drive(coordinator)
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    return result
+
+
+@pytest.mark.parametrize(("scheme", "every"), [("mesfl", 1), ("mesfl", 2), ("splitfed", 1), ("sl", 1), ("cpsl", 1)])
+def test_deployment_equals_simulation(
+    scheme: str, every: int, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """Same losses per step, same final adapter (1e-6) and the same cut and adapter bytes per device, exactly."""
+    flags = tiny_flags(
+        tiny_model_dir, tiny_data_dir, scheme, clients=3, rounds=4, aggregate_every=every, cluster_size=2
+    )
+    if scheme == "fl":
+        flags.update(client_fraction=0.67, local_steps=2)  # two of three sampled per round, two local steps
+    torch.manual_seed(0)
+    simulated = execute(prepare(build_config(flags=flags)))
+    deployed = _deploy(flags, tmp_path)
+    assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
+    assert simulated.adapter is not None and deployed.adapter is not None
+    assert simulated.adapter.keys() == deployed.adapter.keys()
+    for key, value in simulated.adapter.items():
+        torch.testing.assert_close(deployed.adapter[key], value, atol=1e-6, rtol=0)
+    for kind in (CUT, ADAPTER) if scheme != "fl" else (ADAPTER,):
+        assert deployed.traffic.kinds[kind] == simulated.traffic.kinds[kind]
+    assert deployed.final.scores.accuracy == pytest.approx(simulated.final.scores.accuracy)
+    assert deployed.traffic.kinds[SETUP]["downlink"] > 0 and deployed.traffic.kinds[SETUP]["uplink"] == 0
+
+
+class _Crash(Exception):
+    pass
+
+
+class _DiesMidStep(DeviceAgent):
+    """Computes its forward in round 2, then dies before sending the activations."""
+
+    def step(self, instruction: Instruction) -> None:
+        if instruction.round == 2:
+            raise _Crash
+        super().step(instruction)
+
+
+def test_a_device_dying_mid_round_is_dropped_and_can_rejoin(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """The round it died in completes without it (its server side goes back); it joins again and trains on."""
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=6)
+    prepared = prepare(build_config(flags=flags))
+    folders = device_folders(prepared, tmp_path)
+    coordinator = Coordinator(prepared, ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=1.0))
+    victim = next(iter(folders))
+
+    def agent(device: str, kind: type[DeviceAgent] = DeviceAgent) -> threading.Thread:
+        a = kind(device, LocalCaller(coordinator.handle, device), folders[device])
+        thread = threading.Thread(target=lambda: _quietly(a), daemon=True)
+        thread.start()
+        return thread
+
+    dying = agent(victim, _DiesMidStep)
+    others = [agent(d) for d in folders if d != victim]
+
+    def rejoin(record: RoundRecord) -> None:
+        if record.round == 3:
+            agent(victim)
+
+    coordinator.setup.on_round = rejoin
+    result = drive(coordinator)
+    dying.join(timeout=5)
+    for t in others:
+        t.join(timeout=30)
+    assert [r.round for r in result.history] == [1, 2, 3, 4, 5, 6]
+    assert result.history[2].dropped_disconnect == (victim,)
+    assert victim in result.history[-1].participants and not result.history[-1].dropped_disconnect
+    assert result.participation.dropped_disconnect == 1
+
+
+def _quietly(agent: DeviceAgent) -> None:
+    with contextlib.suppress(_Crash):
+        agent.run()
+
+
+def test_devices_apply_the_runs_activation_clipping(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path) -> None:
+    """The run's protection of cut activations reaches the devices: with clipping alone (no noise, so
+    nothing random) the deployed run still equals the simulated one, and differs from an unclipped run."""
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=2, **{"privacy.activation_clip": 0.01})
+    torch.manual_seed(0)
+    simulated = execute(prepare(build_config(flags=flags)))
+    deployed = _deploy(flags, tmp_path)
+    assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
+    unclipped = execute(prepare(build_config(flags={**flags, "privacy.activation_clip": None})))
+    assert deployed.adapter is not None and unclipped.adapter is not None
+    assert max(float((deployed.adapter[k] - v).abs().max()) for k, v in unclipped.adapter.items()) > 1e-4
