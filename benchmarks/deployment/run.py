@@ -49,7 +49,8 @@ def _launch(args: list[str], log: Path, threads: int = 1) -> subprocess.Popen[by
 
 def _serve(config: Path, port: int, out: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     args = ["serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--out", str(out), "--poll", "0.5"]
-    return _launch([*args, *extra], log)
+    # The server may use both cores for its own compute, as the simulation does; devices get one thread each.
+    return _launch([*args, *extra], log, threads=2)
 
 
 def _join(port: int, device: str, folder: Path, log: Path) -> subprocess.Popen[bytes]:
