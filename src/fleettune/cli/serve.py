@@ -17,7 +17,7 @@ from fleettune.report import build_report, write_report
 from fleettune.report.adapter_file import save_adapter
 from fleettune.report.summary import print_summary
 from fleettune.runner import prepare
-from fleettune.runtime.net.coordinator import Coordinator, ServeOptions
+from fleettune.runtime.net.coordinator import DEPLOYABLE, Coordinator, ServeOptions
 from fleettune.runtime.net.driver import drive
 from fleettune.runtime.net.transport import Authenticator, MutualTLSAuth, NetServer, OpenAuth, ServerTLS, TokenAuth
 from fleettune.runtime.net.transport.address import is_loopback, parse_address
@@ -59,7 +59,12 @@ def serve(
     if client_ca is not None and tls is None:
         raise InputError("--client-ca needs --tls-cert and --tls-key: mutual TLS runs over TLS")
     auth = _authenticator(listen, tokens, client_ca, insecure)
+    host, _ = parse_address(listen)
+    if tls is None and not insecure and not is_loopback(host):  # before the model and data are loaded
+        raise InputError(f"--listen {listen}: a non-loopback address needs --tls-cert/--tls-key or --insecure")
     resolved = build_config(config, {}, overrides)
+    if resolved.scheme not in DEPLOYABLE:
+        raise InputError(f"scheme: {resolved.scheme} cannot be deployed; expected one of {', '.join(DEPLOYABLE)}")
     console = Console(stderr=True)
     started = time.perf_counter()
 
@@ -73,7 +78,6 @@ def serve(
     coordinator = Coordinator(prepared, options)
     server = NetServer(coordinator.handle, listen=listen, auth=auth, tls=tls, allow_insecure=insecure)
     server.start()
-    host, _ = parse_address(listen)
     console.print(f"serving {resolved.scheme} on {host}:{server.port} for {len(coordinator.board.members)} devices")
     try:
         result = drive(coordinator, resume=resume)
