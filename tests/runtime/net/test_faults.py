@@ -21,7 +21,7 @@ from tests.runtime.net.processes import (
     write_tokens,
 )
 
-ROUNDS = 24
+ROUNDS = 16
 
 
 def _rounds_logged(log: Path) -> int:

@@ -135,3 +135,24 @@ def test_devices_apply_the_runs_activation_clipping(tiny_model_dir: Path, tiny_d
     unclipped = execute(prepare(build_config(flags={**flags, "privacy.activation_clip": None})))
     assert deployed.adapter is not None and unclipped.adapter is not None
     assert max(float((deployed.adapter[k] - v).abs().max()) for k, v in unclipped.adapter.items()) > 1e-4
+
+
+def test_resuming_a_finished_run_trains_nothing_and_reports_it(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """A server restarted on the checkpoint of its last round waits for nobody and reports every round once."""
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=2)
+    options = ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=60.0, checkpoint_dir=tmp_path / "ckpt")
+    prepared = prepare(build_config(flags=flags))
+    folders = device_folders(prepared, tmp_path / "devices")
+    first = Coordinator(prepared, options)
+    threads = [
+        threading.Thread(target=DeviceAgent(d, LocalCaller(first.handle, d), f).run, daemon=True)
+        for d, f in folders.items()
+    ]
+    for t in threads:
+        t.start()
+    done = drive(first)
+    again = drive(Coordinator(prepare(build_config(flags=flags)), options), resume=True)
+    assert [r.round for r in again.history] == [1, 2]
+    assert again.final.scores.accuracy == pytest.approx(done.final.scores.accuracy)

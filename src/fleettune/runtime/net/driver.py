@@ -35,7 +35,8 @@ def drive(c: Coordinator, resume: bool = False) -> SchemeResult:
             raise InputError("--resume needs --checkpoint-dir: the folder the interrupted server checkpointed to")
         first = checkpoint.load(c, c.options.checkpoint_dir)
         log.info("resumed after round %d", first)
-    await_fleet(c)
-    ROUNDS[c.prepared.config.scheme](c, first)
+    if first < c.setup.plan.rounds:  # a checkpoint of a finished run has nothing left to train
+        await_fleet(c)
+        ROUNDS[c.prepared.config.scheme](c, first)
     finish_devices(c)
     return result(c)

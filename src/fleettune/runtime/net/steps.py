@@ -258,7 +258,9 @@ def finish_devices(c: Coordinator) -> None:
 
 
 def result(c: Coordinator) -> SchemeResult:
-    assert c.final is not None, "the last round is always evaluated"
+    if c.final is None:  # resumed from the checkpoint of a finished run: its last evaluation was not kept
+        write_adapter(c.evaluation.peft, c.current.evaluation)
+        c.final = c.setup.evaluator(c.evaluation.logits)
     parameters = sum(p.numel() for p in c.evaluation.parameters())
     trainable = sum(p.numel() for p in c.evaluation.parameters() if p.requires_grad)
     for m in c.board.members.values():
