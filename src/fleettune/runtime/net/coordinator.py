@@ -93,7 +93,6 @@ class Coordinator:
         # mesfl orders waiting devices by its policy; the others' servers take them as they come
         self.scheduler = setup.scheduler if scheme == "mesfl" else "fifo"
         self.board = Board([c.device for c in setup.clients])
-        self.samples = {c.id: len(c.train) for c in setup.clients}
         with without_rng_draws():
             initial, self.evaluation = initial_state(setup)
             # fl's server holds no part of the model, only the global adapter

@@ -110,7 +110,9 @@ def train_step(
         completed = [m for m in served if m.idle and m.incarnation == incarnations[m.id]]
     c.steps_done += 1
     finished = {m.id for m in completed}
-    c.step_losses.append(mean_loss([(loss, n) for d, loss, n in losses[-len(served) :] if d in finished]))
+    kept = [(loss, n) for d, loss, n in losses[len(losses) - len(served) :] if d in finished]
+    if kept:  # as in simulation, a step nobody completed leaves no loss
+        c.step_losses.append(mean_loss(kept))
     return completed
 
 
