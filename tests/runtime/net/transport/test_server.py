@@ -296,3 +296,33 @@ def test_binding_a_port_in_use_is_an_input_error(serve: Serve, echo: Echo) -> No
 def test_open_auth_believes_the_claimed_device(serve: Serve, connect: Connect, echo: Echo) -> None:
     server = serve(echo, auth=OpenAuth())
     assert connect(server, "anyone", token=None).call("join").fields["identity"] == "anyone"
+
+
+def test_one_device_cannot_hold_more_than_its_share_of_workers(serve: Serve, connect: Connect) -> None:
+    """Streams a device opens and never finishes take its own slots only: its next call is refused at once,
+    another device is served, and the slots come back when the streams end."""
+
+    def answer(identity: str, request: Message) -> Message:
+        return Message("instruction", identity, request.seq)
+
+    server = serve(answer, workers=4, calls_per_device=2, idle_timeout_s=30.0)
+    gate = threading.Event()
+
+    def sends_nothing() -> Iterator[Chunk]:
+        gate.wait(20)
+        yield from ()
+
+    holders = [threading.Thread(target=raw_call, args=(server.port, sends_nothing()), daemon=True) for _ in range(2)]
+    for t in holders:
+        t.start()
+    deadline = time.monotonic() + 5
+    while server._calls.open_calls("d1") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    code, details, _ = raw_call(server.port, iter(()), timeout_s=5)
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "d1 already has 2 calls open" in details
+    assert connect(server, "d2").call("poll").kind == "instruction"
+    gate.set()
+    for t in holders:
+        t.join(10)
+    assert server._calls.open_calls("d1") == 0
+    assert connect(server).call("poll").kind == "instruction"

@@ -17,6 +17,7 @@ from fleettune.runtime.net.transport.auth import DEVICE_KEY, Authenticator, Mutu
 from fleettune.runtime.net.transport.errors import AuthError, NetInputError, ProtocolError
 from fleettune.runtime.net.transport.fleet_pb2 import Chunk, Header
 from fleettune.runtime.net.transport.inbound import Inbound
+from fleettune.runtime.net.transport.limits import CallLimit
 from fleettune.runtime.net.transport.message import Handler, Message
 from fleettune.runtime.net.transport.replay import Outcome, ReplayGuard, Slot
 from fleettune.runtime.net.transport.stats import WireStats
@@ -56,7 +57,9 @@ class NetServer:
 
     TLS is required on every non-loopback address unless `allow_insecure`. `max_message_bytes` bounds a
     request's payload; `idle_timeout_s` bounds how long a request stream may send nothing (the handler
-    itself may take as long as it likes, e.g. a long poll). Each call holds one of `workers` threads.
+    itself may take as long as it likes, e.g. a long poll). Each call holds one of `workers` threads, and one
+    device may hold at most `calls_per_device` of them at once (a device makes one call at a time; a few more
+    leave room for retries), so tricklers with a device's credentials cannot starve the others.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class NetServer:
         workers: int = 64,
         idle_timeout_s: float = 30.0,
         allow_insecure: bool = False,
+        calls_per_device: int = 4,
     ) -> None:
         self.host, self._requested_port = parse_address(listen, "listen")
         if tls is None and not allow_insecure and not is_loopback(self.host):
@@ -91,6 +95,9 @@ class NetServer:
             raise NetInputError(f"workers: expected an integer >= 1, got {workers!r}")
         if not idle_timeout_s > 0:
             raise NetInputError(f"idle_timeout_s: expected a number of seconds > 0, got {idle_timeout_s!r}")
+        if not isinstance(calls_per_device, int) or calls_per_device < 1:
+            raise NetInputError(f"calls_per_device: expected an integer >= 1, got {calls_per_device!r}")
+        self._calls = CallLimit(calls_per_device)
         self.listen = listen
         self.chunk_bytes = check_chunk_bytes(chunk_bytes)
         self.max_message_bytes = max_message_bytes
@@ -176,6 +183,19 @@ class NetServer:
             self._reject(
                 context, grpc.StatusCode.UNAUTHENTICATED, claimed, f"unknown device or bad credentials for {claimed!r}"
             )
+        if not self._calls.enter(identity):
+            self._reject(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                identity,
+                f"device {identity} already has {self._calls.per_device} calls open; expected it to finish one first",
+            )
+        try:
+            yield from self._serve(identity, requests, context)
+        finally:
+            self._calls.leave(identity)
+
+    def _serve(self, identity: str, requests: Iterator[Chunk], context: grpc.ServicerContext) -> Iterator[Chunk]:
         assembler = Assembler(self.max_message_bytes, on_header=partial(self._check_header, identity))
         inbound = Inbound(requests, assembler, partial(self._count_received, identity))
         try:
