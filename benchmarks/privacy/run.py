@@ -10,7 +10,7 @@ seed 0), one report per run in --out/PART/NAME plus PART.json and results.json:
   refuse six clients with two Byzantine are recorded as refused), plus `backdoor` with FedAvg and a robust rule;
 - `leakage`: membership-inference AUC of one `fl` run; token recovery of the cut-activation inversion in `mesfl`
   without and with activation protection, and the accuracy of each;
-- `secagg`: `mesfl` with and without `--secure-aggregation`: bytes per client and virtual time per round.
+- `secagg`: `fl` and `mesfl` with and without `--secure-aggregation`: bytes per client and virtual time per round.
 
 --parts picks parts; --reuse keeps reports already written in --out.
 """
@@ -162,40 +162,51 @@ def part_leakage(common: dict[str, Any], args: argparse.Namespace) -> dict[str, 
 
 
 def part_secagg(common: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    rows: dict[str, Any] = {}
-    for on in (False, True):
-        name = "secagg" if on else "plain"
-        if on:
-            flags = {**common, "scheme": "mesfl", "privacy.secure_aggregation": True}
-            report = _run(args.out / "secagg" / "mesfl-secagg", flags, args.reuse)
-        else:  # the unprotected run of part leakage (inversion runs after training: same bytes and times)
-            flags = {**common, "scheme": "mesfl", "privacy.inversion_samples": args.inversion_samples}
-            report = _run(args.out / "leakage" / "mesfl-unprotected", flags, reuse=True)
-        row = _summary(report)
-        if "refused" not in report:
-            rounds = len(report["history"])
-            by_kind = report["communication_bytes"]["by_kind"]
-            row["by_kind"] = by_kind
-            row["by_kind_per_round_per_client"] = {
-                kind: {way: n / rounds / CLIENTS for way, n in ways.items()} for kind, ways in by_kind.items()
-            }
-            row["secure_aggregation"] = report["privacy"]["secure_aggregation"]
-        rows[name] = row
-    ratio = None
-    if "refused" not in rows["plain"] and "refused" not in rows["secagg"]:
-        plain_up = rows["plain"]["by_kind"]["adapter"]["uplink"]
-        with_up = rows["secagg"]["by_kind"]["adapter"]["uplink"] + rows["secagg"]["by_kind"]["secagg"]["uplink"]
-        ratio = {
-            "client_adapter_upload_with_over_plain": rows["secagg"]["by_kind"]["adapter"]["uplink"] / plain_up,
-            "client_upload_adapter_plus_secagg_over_plain": with_up / plain_up,
-            "client_bytes_both_ways_adapter_plus_secagg_over_plain_upload": (
-                with_up + rows["secagg"]["by_kind"]["secagg"]["downlink"]
-            )
-            / plain_up,
-            "sim_time_per_round_with_over_plain": rows["secagg"]["sim_time_per_round_s"]
-            / rows["plain"]["sim_time_per_round_s"],
+    """`fl` and `mesfl`, each with and without secure aggregation: the devices' bytes and the virtual time."""
+    plain_runs = {  # the unprotected runs of parts dp and leakage (inversion runs after training: same bytes)
+        "fl": lambda: _clean_fl(common, args),
+        "mesfl": lambda: _run(
+            args.out / "leakage" / "mesfl-unprotected",
+            {**common, "scheme": "mesfl", "privacy.inversion_samples": args.inversion_samples},
+            reuse=True,
+        ),
+    }
+    out: dict[str, Any] = {}
+    for scheme, plain_run in plain_runs.items():
+        flags = {**common, "scheme": scheme, "privacy.secure_aggregation": True}
+        reports = {"plain": plain_run(), "secagg": _run(args.out / "secagg" / f"{scheme}-secagg", flags, args.reuse)}
+        rows = {name: _secagg_row(report) for name, report in reports.items()}
+        out[scheme] = {"runs": rows, "ratios": _secagg_ratios(rows)}
+    return out
+
+
+def _secagg_row(report: dict[str, Any]) -> dict[str, Any]:
+    row = _summary(report)
+    if "refused" not in report:
+        rounds = len(report["history"])
+        by_kind = report["communication_bytes"]["by_kind"]
+        row["by_kind"] = by_kind
+        row["by_kind_per_round_per_client"] = {
+            kind: {way: n / rounds / CLIENTS for way, n in ways.items()} for kind, ways in by_kind.items()
         }
-    return {"runs": rows, "ratios": ratio}
+        row["secure_aggregation"] = report["privacy"]["secure_aggregation"]
+    return row
+
+
+def _secagg_ratios(rows: dict[str, Any]) -> dict[str, float] | None:
+    if "refused" in rows["plain"] or "refused" in rows["secagg"]:
+        return None
+    plain_up = rows["plain"]["by_kind"]["adapter"]["uplink"]
+    secure = rows["secagg"]["by_kind"]
+    with_up = secure["adapter"]["uplink"] + secure["secagg"]["uplink"]
+    return {
+        "client_adapter_upload_with_over_plain": secure["adapter"]["uplink"] / plain_up,
+        "client_upload_adapter_plus_secagg_over_plain": with_up / plain_up,
+        "client_bytes_both_ways_adapter_plus_secagg_over_plain_upload": (with_up + secure["secagg"]["downlink"])
+        / plain_up,
+        "sim_time_per_round_with_over_plain": rows["secagg"]["sim_time_per_round_s"]
+        / rows["plain"]["sim_time_per_round_s"],
+    }
 
 
 def _tidy(out: Path, data_dir: Path) -> None:

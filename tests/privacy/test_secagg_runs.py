@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fleettune.aggregation.secure import SecAggSpec, SecureSummer
+from fleettune.aggregation.secure import SecAggSpec, SecureSummer, template_of
 from fleettune.config import build_config
 from fleettune.errors import ConfigError
 from fleettune.privacy.secagg import secure_sum
@@ -45,14 +45,15 @@ def test_the_protocol_sums_the_finishers_and_aborts_below_the_threshold() -> Non
         "a": {"x": torch.tensor([0.25, -0.5], dtype=torch.float64)},
         "b": {"x": torch.tensor([0.125, 0.75], dtype=torch.float64), "y": torch.tensor([-1.0], dtype=torch.float64)},
     }
-    total, traffic = summer.sum(parts, ["a", "b", "c"], 0)  # c shared its keys, then never sent its input
+    template = template_of(parts.values())
+    total, traffic = summer.sum(parts, ["a", "b", "c"], 0, template)  # c shared its keys, never sent its input
     assert total is not None
     assert torch.allclose(total["x"], torch.tensor([0.375, 0.25], dtype=torch.float64), atol=1e-9)
     assert torch.allclose(total["y"], torch.tensor([-1.0], dtype=torch.float64), atol=1e-9)
     assert traffic.sent["c"]["share_keys"] > 0 and traffic.received["c"]["unmask"] == 0
     assert all(sent["masked_input"] == 0 for sent in traffic.sent.values())  # counted as the adapter upload
     assert summer.totals.uplink["c"] == sum(traffic.sent["c"].values())
-    assert summer.sum({"a": parts["a"]}, ["a", "b", "c"], 1) == (None, type(traffic)())
+    assert summer.sum({"a": parts["a"]}, ["a", "b", "c"], 1, template) == (None, type(traffic)())
     assert (summer.totals.aggregations, summer.totals.aborted) == (1, 1)
 
 
@@ -72,7 +73,10 @@ def test_fl_equals_plain_fedavg_within_the_encoding_and_pays_the_protocol(run_re
         uplink = expected.upload_bytes(client) - expected.client_sent[client]["masked_input"]
         assert section["bytes_per_client"][client] == {"uplink": uplink, "downlink": expected.download_bytes(client)}
     by_kind = report["communication_bytes"]["by_kind"]
-    assert by_kind["adapter"] == plain_report["communication_bytes"]["by_kind"]["adapter"]
+    plain_adapter = plain_report["communication_bytes"]["by_kind"]["adapter"]
+    # Each masked input goes up in place of the adapter payload, at its own size; the downloads are unchanged.
+    masked = sum(expected.client_sent[client]["masked_input"] for client in ids)
+    assert by_kind["adapter"] == {"uplink": masked, "downlink": plain_adapter["downlink"]}
     assert by_kind["secagg"]["uplink"] == sum(b["uplink"] for b in section["bytes_per_client"].values()) > 0
     assert by_kind["secagg"]["downlink"] > 0
     assert secure.sim_time_s > plain.sim_time_s and report["privacy"]["dpsgd"] is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,9 +12,10 @@ import torch
 from fleettune.aggregation.fedavg import sample_weights
 from fleettune.privacy.dp import clip_update, gaussian_like
 from fleettune.privacy.secagg import FixedPoint, flatten_state, secure_sum, unflatten_state
+from fleettune.privacy.secagg.messages import masked_input_bytes
 
 if TYPE_CHECKING:
-    from fleettune.aggregation.policy import AggregationPolicy
+    from fleettune.aggregation.policy import AggregationPolicy, PolicySpec
 
 AdapterState = dict[str, torch.Tensor]
 
@@ -38,7 +39,7 @@ class SecAggSpec:
 @dataclass(frozen=True)
 class ProtocolTraffic:
     """One aggregation's protocol bytes per client and protocol round, the masked input's upload excepted: it
-    travels in place of the device's adapter upload and is counted there."""
+    travels in place of the device's adapter upload and is counted there (`masked_upload_bytes`)."""
 
     sent: dict[str, dict[str, int]] = field(default_factory=dict)
     received: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -68,19 +69,19 @@ class SecureSummer:
         self._instances = 0
 
     def sum(
-        self, parts: Mapping[str, AdapterState], roster: Sequence[str], round_index: int
+        self,
+        parts: Mapping[str, AdapterState],
+        roster: Sequence[str],
+        round_index: int,
+        template: Mapping[str, torch.Tensor],
     ) -> tuple[AdapterState | None, ProtocolTraffic]:
-        """The sum of `parts` (client -> its weighted values, by key; keys a client lacks count as zeros) over
-        the roster's clients whose masked inputs arrived, or None when fewer than the threshold did."""
+        """The sum of `parts` (client -> its weighted values, by key of `template`; keys a client lacks count as
+        zeros) over the roster's clients whose masked inputs arrived, or None when fewer than the threshold did."""
         assert set(parts) <= set(roster), "every client that sends is on the roster"
         finishers = [c for c in roster if c in parts]
         if len(finishers) < self.spec.threshold:
             self.totals.aborted += 1
             return None, ProtocolTraffic()
-        template: AdapterState = {}
-        for client in finishers:
-            for key, value in parts[client].items():
-                template.setdefault(key, torch.zeros(value.shape, dtype=torch.float64))
         vectors = {c: flatten_state({**template, **parts.get(c, {})})[0] for c in roster}
         _, layout = flatten_state(template)
         codec = self.spec.codec(len(roster))
@@ -91,19 +92,82 @@ class SecureSummer:
             self.spec.threshold,
             drop_after_sharing=[c for c in roster if c not in parts],
             codec=codec,
-            aggregation_id=f"round-{round_index + 1}".encode(),
+            aggregation_id=aggregation_id(round_index),
             rng=seed,
         )
         sent = {c: {**result.client_sent[c], MASKED_INPUT: 0} for c in roster}
         received = {c: dict(result.client_received[c]) for c in roster}
+        self.note(sent, received, sum(result.clipped.values()), codec)
+        return unflatten_state(result.values, layout), ProtocolTraffic(sent, received)
+
+    def note(
+        self,
+        sent: Mapping[str, Mapping[str, int]],
+        received: Mapping[str, Mapping[str, int]],
+        clipped: int,
+        codec: FixedPoint,
+    ) -> None:
+        """One opened sum: its protocol bytes per client (the masked inputs excepted) and clipped values."""
         totals = self.totals
         totals.aggregations += 1
-        totals.clipped_values += sum(result.clipped.values())
+        totals.clipped_values += clipped
         totals.resolution = codec.resolution
-        for client in roster:
+        for client in sent:
             totals.uplink[client] = totals.uplink.get(client, 0) + sum(sent[client].values())
             totals.downlink[client] = totals.downlink.get(client, 0) + sum(received[client].values())
-        return unflatten_state(result.values, layout), ProtocolTraffic(sent, received)
+
+
+def aggregation_id(round_index: int) -> bytes:
+    """What names a round's aggregation in the protocol: its keys and messages are void in any other."""
+    return f"round-{round_index + 1}".encode()
+
+
+def template_of(states: Iterable[Mapping[str, torch.Tensor]]) -> AdapterState:
+    """Zeros (float64) for every key any of `states` holds: the vector every client of an aggregation masks,
+    each filling in the keys it holds."""
+    template: AdapterState = {}
+    for state in states:
+        for key, value in state.items():
+            template.setdefault(key, torch.zeros(value.shape, dtype=torch.float64))
+    return template
+
+
+def masked_upload_bytes(spec: SecAggSpec, client: str, template: Mapping[str, torch.Tensor]) -> int:
+    """What `client` uploads in place of its adapter: its masked vector over the whole template."""
+    return masked_input_bytes(client, sum(t.numel() for t in template.values()), spec.ring_bits)
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """How an aggregation's clients weight what they put into the sum, and what the server divides it by.
+
+    Plain FedAvg: each client adds its adapter times n_i / sum(n), and the sum is the mean. With update
+    clipping (DP) or update attacks: each adds its update from the previous global adapter; with DP the
+    scales are w_i / max(w) and the denominator their sum, as `noisy_aggregate` has them."""
+
+    scales: tuple[float, ...]
+    denominator: float
+    updates: bool  # clients add their updates, not their adapters
+
+
+def weighting(spec: PolicySpec, counts: Sequence[int]) -> Weighting:
+    weights = sample_weights(counts)
+    if spec.plain:
+        return Weighting(tuple(weights), 1.0, updates=False)
+    if spec.dp is None:
+        return Weighting(tuple(weights), 1.0, updates=True)
+    scales = tuple(w / max(weights) for w in weights)
+    return Weighting(scales, sum(scales), updates=True)
+
+
+def contribution(values: Mapping[str, torch.Tensor], scale: float, clip: float | None = None) -> AdapterState:
+    """What one client adds to the secure sum: `values` (its adapter, or its update) clipped to L2 norm `clip`
+    when given, times its scale. Devices in a deployment call this on what they hold, the simulation on every
+    client: the same numbers either way."""
+    state = {key: value.detach().to(torch.float64) for key, value in values.items()}
+    if clip is not None:
+        state = clip_update(state, clip)[0]
+    return _scaled(state, scale)
 
 
 def secure_combine(
@@ -114,79 +178,82 @@ def secure_combine(
     counts: Sequence[int],
     held: Sequence[frozenset[str]],
     roster: Sequence[str],
+    template: Mapping[str, torch.Tensor],
     round_index: int,
 ) -> tuple[AdapterState | None, ProtocolTraffic]:
     """The policy's aggregation with every device-held key summed securely (`held[i]`: the keys client i holds;
     the rest of its view is the server's own). None when the protocol aborted: nothing changes then.
 
     Each device scales its values by its public FedAvg weight (sample counts are known to the server, as in plain
-    FedAvg); the weighted values of the keys it holds travel masked, and the server learns only their sum. Keys
-    the server holds itself for a device (the server-side part of a split model) are added in the clear. With DP,
-    each device clips its own update before weighting and the server adds the noise to the revealed sum, in
-    `noisy_aggregate`'s order: the numbers equal the policy's own up to the encoding.
+    FedAvg); the weighted values of the keys it holds travel masked (over `template`, the roster's keys), and the
+    server learns only their sum. Keys the server holds itself for a device (the server-side part of a split model)
+    are added in the clear. With DP, each device clips its own update before weighting and the server adds the
+    noise to the revealed sum, in `noisy_aggregate`'s order: the numbers equal the policy's own up to the encoding.
 
     The roster is the clients online when the round began; those whose upload never arrived drop out after
     sharing their keys, and the sum opens only if at least `threshold` masked inputs arrive. The simulation
     draws the protocol's secrets from the run's seed: repeatable, not secret."""
     summer = policy.secure
     assert summer is not None, "the run has no secure aggregation"
-    weights = sample_weights(counts)
-    spec = policy.spec
-    if policy.plain:
-        contributions = [_scaled(view, w) for view, w in zip(views, weights, strict=True)]
-        total, traffic = _split_sum(summer, contributions, clients, held, roster, round_index)
-        if total is None:
-            return None, traffic
-        return {key: total[key].to(value.dtype) for key, value in views[0].items()}, traffic
-    updates = [policy.client_update(previous, view, client) for view, client in zip(views, clients, strict=True)]
-    dp = spec.dp
-    denominator = 1.0
-    scales = weights
-    if dp is not None:
-        updates = [clip_update(update, dp.clip)[0] for update in updates]
-        # DP-FedAvg's scales w_i / max w and denominator sum of them, as `noisy_aggregate` uses.
-        scales = [w / max(weights) for w in weights]
-        denominator = sum(scales)
-    contributions = [_scaled(update, s) for update, s in zip(updates, scales, strict=True)]
-    total, traffic = _split_sum(summer, contributions, clients, held, roster, round_index)
-    if total is None:
-        return None, traffic
-    sigma = 0.0 if dp is None or dp.noise_multiplier is None else dp.noise_multiplier
-    step: AdapterState = {}
-    for key in updates[0]:  # the key order `noisy_aggregate` draws its noise in
-        summed = total[key]
-        if dp is not None and sigma > 0:
-            summed = summed + sigma * dp.clip * gaussian_like(summed, policy.generator)
-        step[key] = summed / denominator
-    policy.close(round_index, clients)
-    return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}, traffic
-
-
-def _scaled(state: Mapping[str, torch.Tensor], factor: float) -> AdapterState:
-    return {key: value.detach().to(torch.float64) * factor for key, value in state.items()}
-
-
-def _split_sum(
-    summer: SecureSummer,
-    contributions: Sequence[AdapterState],
-    clients: Sequence[str],
-    held: Sequence[frozenset[str]],
-    roster: Sequence[str],
-    round_index: int,
-) -> tuple[AdapterState | None, ProtocolTraffic]:
-    """The sum of the contributions: device-held keys through the protocol, the server's own keys in the clear."""
+    weights = weighting(policy.spec, counts)
+    clip = policy.spec.dp.clip if policy.spec.dp is not None else None
+    if weights.updates:
+        inputs = [policy.client_update(previous, view, client) for view, client in zip(views, clients, strict=True)]
+    else:
+        inputs = list(views)
+    contributions = [contribution(x, s, clip) for x, s in zip(inputs, weights.scales, strict=True)]
     private = {
         client: {key: value for key, value in part.items() if key in keys}
         for client, part, keys in zip(clients, contributions, held, strict=True)
     }
-    secret, traffic = summer.sum(private, roster, round_index)
+    secret, traffic = summer.sum(private, roster, round_index, template)
     if secret is None:
         return None, traffic
+    in_clear = [
+        {key: v for key, v in part.items() if key not in keys} for part, keys in zip(contributions, held, strict=True)
+    ]
+    total = add_in_clear(secret, in_clear, previous)
+    return open_sum(policy, previous, total, weights, clients, round_index), traffic
+
+
+def add_in_clear(
+    secret: Mapping[str, torch.Tensor], parts: Iterable[Mapping[str, torch.Tensor]], previous: AdapterState
+) -> AdapterState:
+    """The whole sum: the securely summed keys plus the server's own parts, key by key in `previous`'s order."""
     total: AdapterState = {}
-    for key, reference in contributions[0].items():
+    parts = list(parts)
+    for key, reference in previous.items():
         acc = secret[key].clone() if key in secret else torch.zeros(reference.shape, dtype=torch.float64)
-        for part, keys in zip(contributions, held, strict=True):
-            if key not in keys:
+        for part in parts:
+            if key in part:
                 acc += part[key]
         total[key] = acc
-    return total, traffic
+    return total
+
+
+def open_sum(
+    policy: AggregationPolicy,
+    previous: AdapterState,
+    total: Mapping[str, torch.Tensor],
+    weights: Weighting,
+    clients: Sequence[str],
+    round_index: int,
+) -> AdapterState:
+    """The new global adapter from the whole weighted sum: the mean itself (plain FedAvg), or the previous adapter
+    plus the summed updates (with DP noise) over the denominator, the accountant stepping."""
+    if not weights.updates:
+        return {key: total[key].to(value.dtype) for key, value in previous.items()}
+    dp = policy.spec.dp
+    sigma = 0.0 if dp is None or dp.noise_multiplier is None else dp.noise_multiplier
+    step: AdapterState = {}
+    for key in previous:  # the key order `noisy_aggregate` draws its noise in
+        summed = total[key]
+        if dp is not None and sigma > 0:
+            summed = summed + sigma * dp.clip * gaussian_like(summed, policy.generator)
+        step[key] = summed / weights.denominator
+    policy.close(round_index, clients)
+    return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+
+
+def _scaled(state: Mapping[str, torch.Tensor], factor: float) -> AdapterState:
+    return {key: value.detach().to(torch.float64) * factor for key, value in state.items()}

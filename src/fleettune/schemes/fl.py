@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 
 from fleettune.aggregation import sample_weights
-from fleettune.aggregation.secure import secure_combine
+from fleettune.aggregation.secure import masked_upload_bytes, secure_combine, template_of
 from fleettune.codec import encode_state
 from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
@@ -69,6 +69,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     participation = setup.participation()
     log = ParticipationLog()
     policy = setup.aggregation_policy()
+    secure = policy.spec.secure
     # Each client's DP-SGD noise comes from its own generator, seeded from the run's seed and its index.
     privacy = {c.id: setup.privacy_for(i) for i, c in enumerate(setup.clients)}
     noise = {c: p.generator() for c, p in privacy.items() if p is not None}
@@ -115,15 +116,17 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             up_link = copy.deepcopy(uplinks[client.id])
             up_link.rebase(delivered)
             upload = up_link.send(read_adapter(model.peft))
+            # With secure aggregation the masked adapter goes up in place of the payload, at its own size.
+            up_bytes = len(upload) if secure is None else masked_upload_bytes(secure, client.id, global_state)
             device = client.device
             previous = client_memory.get(client.id)
             client_memory[client.id] = run.memory if previous is None else previous.peak_with(run.memory)
             down_s, train_s, up_s = (
                 downlink_s(device, len(downlink)),
                 compute_s(run.flops, device.hardware),
-                uplink_s(device, len(upload)),
+                uplink_s(device, up_bytes),
             )
-            spans = _work(down_s, train_s, up_s, len(downlink), len(upload))
+            spans = _work(down_s, train_s, up_s, len(downlink), up_bytes)
             point = turnout.drop_point(client.id, 1)
             drop_after = None if point is None else down_s + point[1] * (train_s + up_s)
             leave = leave_point(spans, drop_after, setup.deadline_s)
@@ -140,7 +143,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 continue
             downlinks[client.id], uplinks[client.id] = down_link, up_link
             traffic.down(client.id, downlink, ADAPTER)
-            traffic.up(client.id, upload, ADAPTER)
+            traffic.count(client.id, ADAPTER, uplink=up_bytes)
             payloads.append(upload)
             views.append(up_link.receive(upload))
             senders.append(client.id)
@@ -148,7 +151,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             losses.append(run.mean_loss)
             busy = down_s + train_s + up_s
             energy.client_busy(client.id, device.hardware.power_w, busy)
-            log.spend(client.id, Spend(busy, 0.0, len(upload), len(downlink)))
+            log.spend(client.id, Spend(busy, 0.0, up_bytes, len(downlink)))
             slowest = max(slowest, busy)
         aggregation_s = 0.0
         aggregated = bool(views)  # nobody completed (or too few for secure aggregation): the global adapter stays
@@ -156,7 +159,9 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             # The masked adapters went up as the uploads; the protocol's other messages follow them.
             roster = [setup.clients[i].id for i in chosen if setup.clients[i].id in online]
             keys = [frozenset(view) for view in views]  # a whole model per device: every key is its own
-            state, protocol = secure_combine(policy, global_state, views, senders, counts, keys, roster, round_index)
+            state, protocol = secure_combine(
+                policy, global_state, views, senders, counts, keys, roster, template_of([global_state]), round_index
+            )
             aggregation_s += charge_protocol(protocol, devices, traffic, energy).seconds
             aggregated = state is not None
             global_state = global_state if state is None else state

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -19,33 +18,8 @@ from fleettune.runtime.net.driver import drive
 from fleettune.runtime.net.local import LocalCaller
 from fleettune.runtime.net.protocol import Instruction
 from fleettune.runtime.progress import RoundRecord
-from fleettune.schemes import SchemeResult
 from tests.runtime.net.conftest import device_folders, tiny_flags
-
-FAST = ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=60.0)
-
-
-def _deploy(flags: dict[str, Any], root: Path) -> SchemeResult:
-    prepared = prepare(build_config(flags=flags))
-    folders = device_folders(prepared, root)
-    coordinator = Coordinator(prepared, FAST)
-    agents = [DeviceAgent(d, LocalCaller(coordinator.handle, d), folder) for d, folder in folders.items()]
-    errors: list[BaseException] = []
-
-    def run(agent: DeviceAgent) -> None:
-        try:
-            agent.run()
-        except BaseException as exc:  # surfaced by the test below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in agents]
-    for t in threads:
-        t.start()
-    result = drive(coordinator)
-    for t in threads:
-        t.join(timeout=30)
-    assert not errors, errors
-    return result
+from tests.runtime.net.inprocess import deploy
 
 
 @pytest.mark.parametrize(("scheme", "every"), [("mesfl", 1), ("mesfl", 2), ("splitfed", 1), ("sl", 1), ("cpsl", 1)])
@@ -60,7 +34,7 @@ def test_deployment_equals_simulation(
         flags.update(client_fraction=0.67, local_steps=2)  # two of three sampled per round, two local steps
     torch.manual_seed(0)
     simulated = execute(prepare(build_config(flags=flags)))
-    deployed = _deploy(flags, tmp_path)
+    deployed = deploy(flags, tmp_path)
     assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
     assert simulated.adapter is not None and deployed.adapter is not None
     assert simulated.adapter.keys() == deployed.adapter.keys()
@@ -130,7 +104,7 @@ def test_devices_apply_the_runs_activation_clipping(tiny_model_dir: Path, tiny_d
     flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=2, **{"privacy.activation_clip": 0.01})
     torch.manual_seed(0)
     simulated = execute(prepare(build_config(flags=flags)))
-    deployed = _deploy(flags, tmp_path)
+    deployed = deploy(flags, tmp_path)
     assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
     unclipped = execute(prepare(build_config(flags={**flags, "privacy.activation_clip": None})))
     assert deployed.adapter is not None and unclipped.adapter is not None

@@ -27,10 +27,11 @@ from tests.runtime.net.processes import (
 
 
 def test_three_devices_train_like_the_simulation(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path) -> None:
-    """Three mesfl rounds between real processes end with the simulation's adapter (1e-6) and its cut and
-    adapter byte counts (exactly); a wrong token is refused with one line and exit code 2; garbage written
-    to the port does not stop the server."""
-    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=3)
+    """Three mesfl rounds between real processes, aggregating through secure aggregation (each device with its
+    own secrets), end with the simulation's adapter (1e-6) and its cut, adapter and protocol byte counts
+    (exactly); a wrong token is refused with one line and exit code 2; garbage written to the port does not
+    stop the server."""
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=3, privacy__secure_aggregation=True)
     prepared = prepare(build_config(flags=flags))
     folders = device_folders(prepared, tmp_path / "devices")
     config = write_config(flags, tmp_path / "run.toml")
@@ -65,6 +66,7 @@ def test_three_devices_train_like_the_simulation(tiny_model_dir: Path, tiny_data
     assert deployed.keys() == simulated.adapter.keys()
     for key, value in simulated.adapter.items():
         torch.testing.assert_close(deployed[key], value, atol=1e-6, rtol=0)
-    for kind in ("cut", "adapter"):
+    for kind in ("cut", "adapter", "secagg"):
         assert report["communication_bytes"]["by_kind"][kind] == simulated.traffic.kinds[kind]
+    assert report["privacy"]["secure_aggregation"]["aggregations"] == 3
     assert report["final"]["accuracy"] == pytest.approx(simulated.final.scores.accuracy)

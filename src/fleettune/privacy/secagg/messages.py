@@ -261,3 +261,9 @@ def decode_message(data: bytes) -> Message:
     if kind not in MESSAGE_TYPES:
         raise SecAggError(f"unknown message kind {kind}; expected one of {sorted(MESSAGE_TYPES)}")
     return MESSAGE_TYPES[kind].from_bytes(data)
+
+
+def masked_input_bytes(sender: str, length: int, ring_bits: int) -> int:
+    """The size of `sender`'s masked input of `length` values: it does not depend on the values or the masks."""
+    ring = Ring(ring_bits)
+    return len(MaskedInput(bytes(AGGREGATION_TAG_BYTES), sender, ring_bits, ring.zeros(length)).to_bytes())

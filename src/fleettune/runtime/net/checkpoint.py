@@ -18,6 +18,7 @@ import torch
 
 from fleettune.aggregation.policy import AggregationNote
 from fleettune.aggregation.ranks import Aggregate
+from fleettune.aggregation.secure import SecAggTotals
 from fleettune.errors import InputError
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.net.coordinator import Coordinator
@@ -43,6 +44,7 @@ def save(c: Coordinator, folder: Path, rounds_done: int) -> Path:
         "noise_generator": c.policy.generator.get_state(),
         "accountant_steps": accountant.steps if accountant is not None else 0,
         "notes": [asdict(n) for n in c.policy.notes],
+        "secure_aggregation": None if c.policy.secure is None else asdict(c.policy.secure.totals),
         "history": [asdict(r) for r in c.history],
         "step_losses": list(c.step_losses),
         "traffic": {"uplink": dict(c.traffic.uplink), "downlink": dict(c.traffic.downlink), "kinds": c.traffic.kinds},
@@ -85,6 +87,8 @@ def load(c: Coordinator, folder: Path) -> int:
         AggregationNote(n["round"], tuple(n["clients"]), None if n["selected"] is None else tuple(n["selected"]))
         for n in state["notes"]
     ]
+    if c.policy.secure is not None and state.get("secure_aggregation") is not None:
+        c.policy.secure.totals = SecAggTotals(**state["secure_aggregation"])
     c.history[:] = [_record(r) for r in state["history"]]
     c.step_losses[:] = state["step_losses"]
     for client, n in state["traffic"]["uplink"].items():

@@ -34,6 +34,7 @@ from fleettune.runtime.net.protocol import (
     INSTRUCTION,
     JOIN,
     POLL,
+    SECAGG,
     int_field,
 )
 from fleettune.runtime.net.protocol import (
@@ -49,6 +50,7 @@ from fleettune.schemes.split.engine import initial_state
 from fleettune.schemes.split.parallel import server_copies, shared_server
 from fleettune.schemes.split.sequential import shared_adapter
 from fleettune.schemes.split.servers import ServerRole
+from fleettune.security.attacks import UPDATE_ATTACKS
 
 log = logging.getLogger("fleettune.net")
 
@@ -82,9 +84,10 @@ class Coordinator:
         scheme = prepared.config.scheme
         if scheme not in DEPLOYABLE:
             raise ConfigError(f"scheme: {scheme} cannot be deployed; expected one of {', '.join(DEPLOYABLE)}")
-        if prepared.config.privacy.secure_aggregation:
+        if prepared.config.privacy.secure_aggregation and prepared.config.security.attack in UPDATE_ATTACKS:
             raise ConfigError(
-                "privacy.secure_aggregation: not deployable yet (it runs in simulation); expected it off for serve"
+                f"security.attack: {prepared.config.security.attack} changes updates the server never sees under "
+                "privacy.secure_aggregation in a deployment (a device would have to attack its own); expected none"
             )
         self.mix = setup.rank_mix()
         if self.mix.merges:
@@ -108,6 +111,7 @@ class Coordinator:
         self.step_losses: list[float] = []
         self.server_memory = MemoryBreakdown()
         self.server_s = {c.id: 0.0 for c in setup.clients}
+        self.clipped: dict[str, int] = {}  # secure aggregation: values each device's last masked input clipped
         self.steps_done = 0
         self.totals = ParticipationTotals()
         self.final: EvalResult | None = None
@@ -135,7 +139,15 @@ class Coordinator:
         if request.kind == ADAPTER_KIND:
             self.board.deliver(identity, "adapter", int_field(fields, "round"), -1, request.payload, 0.0)
             return Message(ACK, identity, request.seq)
-        raise InputError(f"unknown request kind {request.kind!r}; expected one of join, poll, activations, adapter")
+        if request.kind == SECAGG:
+            phase = fields.get("phase", "")
+            clipped = int_field(fields, "clipped") if phase == "masked_input" else 0
+            self.board.deliver(identity, f"secagg-{phase}", int_field(fields, "round"), -1, request.payload, 0.0)
+            self.clipped[identity] = clipped
+            return Message(ACK, identity, request.seq)
+        raise InputError(
+            f"unknown request kind {request.kind!r}; expected one of join, poll, activations, adapter, secagg"
+        )
 
     def _join(self, identity: str, seq: int, fields: dict[str, str]) -> Message:
         samples = int_field(fields, "samples")

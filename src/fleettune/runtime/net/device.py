@@ -27,13 +27,15 @@ from fleettune.data.sources.text_files import RawRows, read_split_file
 from fleettune.errors import DataError
 from fleettune.fleet import Device, Hardware, Link
 from fleettune.messages import CutGradients, CutWire
+from fleettune.models.adapters import AdapterState
 from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import FullModel, Task, client_stage, full_model
 from fleettune.runtime.net.assignment import Assignment
 from fleettune.runtime.net.learner import LocalLearner
-from fleettune.runtime.net.protocol import ACTIVATIONS, ADAPTER, JOIN, POLL, Do, Instruction
+from fleettune.runtime.net.protocol import ACTIVATIONS, ADAPTER, JOIN, POLL, SECAGG, Do, Instruction
+from fleettune.runtime.net.secure_device import SecureParty
 from fleettune.runtime.net.transport.errors import RemoteError
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.seeding import without_rng_draws
@@ -96,6 +98,8 @@ class DeviceAgent:
         self.wire = CutWire()
         self.uplink: UpdateLink | None = None
         self.downlink: UpdateLink | None = None
+        self.base: AdapterState = {}  # the global adapter (part) last delivered: updates are measured from it
+        self.secure = SecureParty(device_id)
         self.busy_s = 0.0
         self.tail_s = 0.0  # the last step's backward: what the server's scheduler takes as this device's tail
         self.summary = DeviceSummary(0, 0, 0, 0)
@@ -132,6 +136,8 @@ class DeviceAgent:
                 self.upload(instruction)
             elif instruction.do is Do.LOAD:
                 self.load(instruction.payload)
+            elif instruction.do is Do.SECAGG:
+                self.secure_phase(instruction)
 
     def join(self) -> None:
         assert self.rows is not None
@@ -145,6 +151,7 @@ class DeviceAgent:
         )
         state = receive_state(reply.payload)
         self.client.write(state)
+        self.base = state
         codec = parse_update_codec(assignment.updates)
         self.uplink, self.downlink = UpdateLink(codec, state), UpdateLink(codec, state)
         log.info("device %s joined: cut %d, rank %d", self.id, assignment.cut_layer, assignment.lora_rank)
@@ -215,7 +222,18 @@ class DeviceAgent:
         client.write(delivered)
         client.received_peak = max(client.received_peak, len(payload))
         self.uplink.rebase(delivered)  # the next update is measured from the new global part
+        self.base = delivered
         self.summary.loads += 1
+
+    def secure_phase(self, instruction: Instruction) -> None:
+        """Answer one phase of a secure aggregation; the masked input goes up in place of the adapter upload."""
+        phase = instruction.phase
+        reply = self.secure.answer(phase, instruction.payload, instruction.detail, self._client().read(), self.base)
+        fields = {"round": str(instruction.round), "phase": phase}
+        if phase == "masked_input":
+            fields["clipped"] = str(self.secure.clipped)
+            self.summary.uploads += int(bool(reply))
+        self.caller.call(SECAGG, fields, reply)
 
     def _client(self) -> SplitClient | LocalLearner:
         assert self.client is not None, "instructions come after joining"

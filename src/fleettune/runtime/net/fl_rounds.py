@@ -15,6 +15,7 @@ from fleettune.runtime.net import checkpoint
 from fleettune.runtime.net.board import Member
 from fleettune.runtime.net.coordinator import Coordinator
 from fleettune.runtime.net.protocol import Do, Instruction
+from fleettune.runtime.net.secure_steps import collect_securely
 from fleettune.runtime.net.steps import collect, download, drop, present, record
 from fleettune.schemes.fl import clients_per_round
 
@@ -39,14 +40,19 @@ def run_fl(c: Coordinator, first_round: int) -> None:
         reached = download(c, members, round_index, global_state)
         trained = _train(c, reached, round_index)
         uploaded_before = c.traffic.kinds.get(ADAPTER, {}).get("uplink", 0)
-        arrived, views = collect(c, trained, round_index)
+        state: AdapterState | None = None
+        if c.policy.secure is not None:
+            arrived, state = collect_securely(c, trained, round_index)
+        else:
+            arrived, views = collect(c, trained, round_index)
+            if arrived:
+                ids, counts = [m.id for m in arrived], [m.samples for m in arrived]
+                state = c.policy.combine(c.current.evaluation, views, ids, counts, round_index)
         received = c.traffic.kinds.get(ADAPTER, {}).get("uplink", 0) - uploaded_before
         dropped = [m for m in members if m not in arrived]
         drop(c, dropped, {})
-        if arrived:
-            ids, counts = [m.id for m in arrived], [m.samples for m in arrived]
+        if state is not None:
             with c.board.cv:
-                state = c.policy.combine(c.current.evaluation, views, ids, counts, round_index)
                 c.current = Aggregate(state, {m.id: state for m in fleet})
                 c.version += 1
             held = MemoryBreakdown(trainable=len(encode_state(state)), received=received)
@@ -54,10 +60,10 @@ def run_fl(c: Coordinator, first_round: int) -> None:
         c.totals.client_rounds += len(members)
         c.totals.completed += len(arrived)
         c.totals.dropped_disconnect += len(dropped)
-        c.totals.rounds_without_update += int(not arrived)
+        c.totals.rounds_without_update += int(state is None)
         kept = [(m.loss or 0.0, m.samples) for m in arrived]
-        done = record(c, round_index, members, dropped, kept, evaluate=True)
-        if arrived and c.options.checkpoint_dir is not None:
+        done = record(c, round_index, members, dropped, kept)
+        if state is not None and c.options.checkpoint_dir is not None:
             checkpoint.save(c, c.options.checkpoint_dir, round_index + 1)
         if plan.reached(done.accuracy):
             break

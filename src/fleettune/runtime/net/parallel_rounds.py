@@ -7,11 +7,13 @@ adapters, which are joined with the server-side ones, combined and sent back spl
 
 from __future__ import annotations
 
+from fleettune.aggregation.ranks import Aggregate
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState
 from fleettune.runtime.net import checkpoint
 from fleettune.runtime.net.board import Member
 from fleettune.runtime.net.coordinator import Coordinator
+from fleettune.runtime.net.secure_steps import collect_securely
 from fleettune.runtime.net.steps import Loss, collect, download, drop, present, record, train_step
 from fleettune.schemes.split.engine import combine_views
 
@@ -44,17 +46,22 @@ def run_parallel(c: Coordinator, first_round: int) -> None:
         for _ in range(plan.local_steps):
             active = train_step(c, active, round_index, losses, serve, total_steps)
         arrived: list[Member] = []
-        views: list[AdapterState] = []
-        if aggregating:
+        combined: Aggregate | None = None
+        if aggregating and c.policy.secure is not None:
+            arrived, state = collect_securely(c, active, round_index)
+            combined = None if state is None else Aggregate(state, {m: state for m in c.mix.ranks})
+        elif aggregating:
             arrived, views = collect(c, active, round_index)
+            if arrived:
+                ids, samples = [m.id for m in arrived], [m.samples for m in arrived]
+                previous = c.current.evaluation
+                combined = combine_views(c.mix, c.policy, views, ids, samples, round_index, c.version + 1, previous)
         completed = {m.id for m in (arrived if aggregating else active)}
         dropped = [m for m in members if m.id not in completed]
         drop(c, dropped, saved)
-        if arrived:
-            ids, samples = [m.id for m in arrived], [m.samples for m in arrived]
+        if combined is not None:
             with c.board.cv:
-                previous = c.current.evaluation
-                c.current = combine_views(c.mix, c.policy, views, ids, samples, round_index, c.version + 1, previous)
+                c.current = combined
                 c.version += 1
             reached = download(c, arrived, round_index, continue_from)
             drop(c, [m for m in arrived if m not in reached], {})
@@ -63,11 +70,10 @@ def run_parallel(c: Coordinator, first_round: int) -> None:
         c.totals.client_rounds += len(members)
         c.totals.completed += len(completed)
         c.totals.dropped_disconnect += len(dropped)
-        c.totals.rounds_without_update += int(aggregating and not arrived)
+        c.totals.rounds_without_update += int(aggregating and combined is None)
         kept = [(loss, n) for d, loss, n in losses if d in completed]
-        last = round_index == plan.rounds - 1
-        done = record(c, round_index, members, dropped, kept, evaluate=bool(arrived) or last)
-        if arrived and c.options.checkpoint_dir is not None:
+        done = record(c, round_index, members, dropped, kept)
+        if combined is not None and c.options.checkpoint_dir is not None:
             checkpoint.save(c, c.options.checkpoint_dir, round_index + 1)
         if plan.reached(done.accuracy):
             break

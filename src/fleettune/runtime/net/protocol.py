@@ -13,6 +13,7 @@ JOIN = "join"  # reply: the assignment (fields) and the device's current adapter
 POLL = "poll"  # reply: the next instruction (long poll)
 ACTIVATIONS = "activations"  # payload: encoded cut activations; reply: encoded cut gradients
 ADAPTER = "adapter"  # payload: the device's client-side adapter (through its update link); reply: ack
+SECAGG = "secagg"  # payload: the device's secure-aggregation message of a phase (fields: round, phase); reply: ack
 # Replies the server gives.
 ASSIGNMENT = "assignment"
 INSTRUCTION = "instruction"
@@ -28,6 +29,7 @@ class Do(str, enum.Enum):
     TRAIN = "train"  # train locally for `steps` optimizer steps (fl)
     UPLOAD = "upload"  # send the client-side adapter for aggregation
     LOAD = "load"  # take the adapter in the payload (the new global part)
+    SECAGG = "secagg"  # answer the secure-aggregation message in the payload (`phase`; `detail`: the public setup)
     DONE = "done"  # training is over: exit
 
 
@@ -40,10 +42,12 @@ class Instruction:
     payload: bytes = b""
     steps: int = 0  # local optimizer steps (TRAIN)
     rounds: int = 0  # the run's rounds: the local learning-rate schedule's length (TRAIN)
+    phase: str = ""  # the secure-aggregation phase to answer (SECAGG)
+    detail: str = ""  # SECAGG's advertise phase: the aggregation's public parameters (JSON)
 
     def fields(self) -> dict[str, str]:
         # repr of a float round-trips exactly: the device's learning rate equals the server's
-        return {
+        fields = {
             "do": self.do.value,
             "round": str(self.round),
             "step": str(self.step),
@@ -51,6 +55,9 @@ class Instruction:
             "steps": str(self.steps),
             "rounds": str(self.rounds),
         }
+        if self.phase:
+            fields.update(phase=self.phase, detail=self.detail)
+        return fields
 
     @classmethod
     def parse(cls, fields: Mapping[str, str], payload: bytes) -> Instruction:
@@ -63,6 +70,8 @@ class Instruction:
                 payload,
                 int(fields.get("steps", "0")),
                 int(fields.get("rounds", "0")),
+                fields.get("phase", ""),
+                fields.get("detail", ""),
             )
         except (KeyError, ValueError) as exc:
             raise InputError(f"malformed instruction from the server ({exc}); got fields {dict(fields)}") from None

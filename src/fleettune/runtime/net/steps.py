@@ -144,18 +144,27 @@ def _serve(
     return reply
 
 
+def exchange(
+    c: Coordinator, members: Sequence[Member], ask: Callable[[Member], tuple[Instruction, Expected]]
+) -> dict[str, bytes]:
+    """Give each member the instruction `ask` makes for it and wait (up to the step timeout) for the payload it
+    must send back; the payloads that arrived, by device (from the same incarnation: a rejoin voids them)."""
+    board = c.board
+    incarnations = {m.id: m.incarnation for m in members}
+    with board.cv:
+        for m in members:
+            board.post(m, *ask(m))
+        deadline = board.clock() + c.options.step_timeout_s
+        board.wait_until(lambda: all(_ready(m, incarnations) for m in members), deadline)
+        arrived = {m.id: m.arrived for m in members if m.arrived is not None and m.incarnation == incarnations[m.id]}
+        for m in members:
+            board.release(m)
+    return arrived
+
+
 def collect(c: Coordinator, active: list[Member], round_index: int) -> tuple[list[Member], list[AdapterState]]:
     """Every active device uploads its client-side adapter; the server joins each with its own side."""
-    board = c.board
-    incarnations = {m.id: m.incarnation for m in active}
-    with board.cv:
-        for m in active:
-            board.post(m, Instruction(Do.UPLOAD, round_index), Expected("adapter", round_index))
-        deadline = board.clock() + c.options.step_timeout_s
-        board.wait_until(lambda: all(_ready(m, incarnations) for m in active), deadline)
-        uploads = {m.id: m.arrived for m in active if m.arrived is not None and m.incarnation == incarnations[m.id]}
-        for m in active:
-            board.release(m)
+    uploads = exchange(c, active, lambda m: (Instruction(Do.UPLOAD, round_index), Expected("adapter", round_index)))
     arrived, views = [], []
     for m in active:
         payload = uploads.get(m.id)
@@ -217,11 +226,13 @@ def record(
     members: Sequence[Member],
     dropped: Sequence[Member],
     kept: list[tuple[float, int]],
-    evaluate: bool,
 ) -> RoundRecord:
+    """Append the round's record, evaluating the global adapter every `eval_every` rounds and at the end. Between
+    aggregations that is the last aggregate: the devices' current parts stay on the devices (the simulation
+    evaluates the average they would give, which a deployment would have to upload for)."""
     plan = c.setup.plan
     result = None
-    if (evaluate and (round_index + 1) % plan.eval_every == 0) or round_index == plan.rounds - 1:
+    if (round_index + 1) % plan.eval_every == 0 or round_index == plan.rounds - 1:
         write_adapter(c.evaluation.peft, c.current.evaluation)
         result = c.setup.evaluator(c.evaluation.logits)
         c.final = result
@@ -281,4 +292,5 @@ def result(c: Coordinator) -> SchemeResult:
         participation=c.totals,
         aggregations=c.policy.notes,
         adapter=dict(c.current.evaluation),
+        secure_aggregation=None if c.policy.secure is None else c.policy.secure.totals,
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from fleettune.aggregation import sample_weights
 from fleettune.aggregation.policy import AggregationPolicy
 from fleettune.aggregation.ranks import Aggregate, RankMix
-from fleettune.aggregation.secure import secure_combine
+from fleettune.aggregation.secure import masked_upload_bytes, secure_combine, template_of
 from fleettune.compression import UpdateLink, receive_state, send_state
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
@@ -235,13 +235,15 @@ def upload_parts(
     prepared: dict[str, Upload] | None = None,
     drop_after_s: dict[str, float] | None = None,
     deadline_at: float | None = None,
+    masked: Mapping[str, int] | None = None,
 ) -> tuple[list[SplitClient], list[AdapterState]]:
     """Each client sends its client-side adapter (`prepared` ones already encoded); the server joins it
     with its side. Returns the clients whose upload arrived and their full views; the others left (a
-    disconnect `drop_after_s` seconds into the upload, or the deadline)."""
+    disconnect `drop_after_s` seconds into the upload, or the deadline). With secure aggregation, `masked`
+    gives each client's masked input size: what goes up in place of its adapter payload."""
     uploads = {c.id: (prepared or {}).get(c.id) or prepare_upload(ctx, c) for c in clients}
-    seconds = {c.id: uplink_s(c.device, len(uploads[c.id][1])) for c in clients}
-    sizes = {c.id: len(uploads[c.id][1]) for c in clients}
+    sizes = {c.id: len(uploads[c.id][1]) if masked is None else masked[c.id] for c in clients}
+    seconds = {c.id: uplink_s(c.device, sizes[c.id]) for c in clients}
     drops = {c: s for c, s in (drop_after_s or {}).items() if c in seconds}
     cut = cut_transfers(seconds, sizes, Activity.ADAPTER_UPLINK, round_index, ctx.now_s, drops, deadline_at)
     arrived, views = [], []
@@ -249,8 +251,8 @@ def upload_parts(
         link, payload = uploads[client.id]
         spent = cut.spent.get(client.id)
         if spent is None:
-            ctx.traffic.up(client.id, payload, ADAPTER)
-            spent = Spend(client_s=seconds[client.id], uplink_bytes=len(payload))
+            ctx.traffic.count(client.id, ADAPTER, uplink=sizes[client.id])
+            spent = Spend(client_s=seconds[client.id], uplink_bytes=sizes[client.id])
             ctx.uplinks[client.id] = link
             view = link.receive(payload)
             view.update(ctx.server.server_part(client.id))
@@ -381,8 +383,9 @@ def secure_aggregate(
     fewer than the threshold of masked inputs arrived: the global adapter stays."""
     held = [frozenset(split_adapter(view, ctx.layout, c.cut)[0]) for view, c in zip(views, clients, strict=True)]
     ids = [c.id for c in clients]
+    template = secure_template(ctx, roster, previous)
     state, protocol = secure_combine(
-        ctx.policy, previous, views, ids, [c.num_samples for c in clients], held, roster, round_index
+        ctx.policy, previous, views, ids, [c.num_samples for c in clients], held, roster, template, round_index
     )
     devices = {c.id: c.device for c in ctx.clients}
     phase = charge_protocol(protocol, devices, ctx.traffic, ctx.energy)
@@ -394,6 +397,21 @@ def secure_aggregate(
     ctx.energy.server_busy(ctx.setup.server.power_w, seconds)
     ctx.advance(server_work(seconds, Activity.AGGREGATE, round_index, ctx.now_s), round_index)
     return Aggregate(state, {c: state for c in ctx.mix.ranks})
+
+
+def secure_template(ctx: SplitContext, roster: Sequence[str], previous: AdapterState) -> AdapterState:
+    """What the roster's devices mask in a secure aggregation: every key any of them holds below its cut."""
+    cuts = {c.id: c.cut for c in ctx.clients}
+    return template_of(split_adapter(previous, ctx.layout, cuts[client])[0] for client in roster)
+
+
+def masked_sizes(ctx: SplitContext, roster: Sequence[str], previous: AdapterState) -> dict[str, int] | None:
+    """Each roster device's masked input size under secure aggregation (None without it)."""
+    spec = ctx.policy.spec.secure
+    if spec is None:
+        return None
+    template = secure_template(ctx, roster, previous)
+    return {client: masked_upload_bytes(spec, client, template) for client in roster}
 
 
 def record_round(

@@ -27,6 +27,7 @@ from fleettune.schemes.split.engine import (
     finish,
     full_view,
     initial_state,
+    masked_sizes,
     record_round,
     secure_aggregate,
     serve,
@@ -89,7 +90,10 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         arrived: list[SplitClient] = []
         views: list[AdapterState] = []
         if aggregating:
-            arrived, views = upload_parts(ctx, att.active(), round_index, att.prepared, att.carried, deadline_at)
+            masked = masked_sizes(ctx, [c.id for c in members], current.evaluation)
+            arrived, views = upload_parts(
+                ctx, att.active(), round_index, att.prepared, att.carried, deadline_at, masked
+            )
         ctx.now_s = max(ctx.now_s, ctx.log.latest_leave_s)  # a client that left held the round up to then
         att.restore_leavers(server)
         combined = None
