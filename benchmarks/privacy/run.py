@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -215,8 +216,9 @@ def _tidy(out: Path, data_dir: Path) -> None:
         adapter.unlink()
     for path in [*out.rglob("report.json"), *out.rglob("config.json")]:
         text = path.read_text()
-        if str(data_dir) in text:
-            path.write_text(text.replace(str(data_dir), "../shared/data/carer"))
+        for form in {str(data_dir), str(data_dir.resolve())}:  # as given (maybe through a link) and resolved
+            text = text.replace(form, "../shared/data/carer")
+        path.write_text(text)
 
 
 PARTS = {"dp": part_dp, "robust": part_robust, "leakage": part_leakage, "secagg": part_secagg}
@@ -283,7 +285,7 @@ def main() -> None:
         results[part] = numbers
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"{part}: {numbers['wall_time_s']:.0f} s", flush=True)
-    _tidy(args.out, args.data_dir.resolve())
+    _tidy(args.out, Path(os.path.abspath(args.data_dir)))
     results["benchmark_wall_time_s"] = sum(results[p]["wall_time_s"] for p in PARTS if p in results)
     results_path.write_text(json.dumps(results, indent=2) + "\n")
 
