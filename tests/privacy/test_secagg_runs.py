@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fleettune.aggregation.secure import SecAggSpec, SecureSummer, template_of
+from fleettune.aggregation.secure import SecAggSpec, SecureSummer, masked_upload_bytes
+from fleettune.aggregation.sum_groups import sum_groups
 from fleettune.config import build_config
 from fleettune.errors import ConfigError
 from fleettune.privacy.secagg import secure_sum
+from fleettune.privacy.secagg.messages import masked_input_bytes
 from fleettune.report import build_report
 from fleettune.runner import PreparedRun, execute, prepare
 from fleettune.schemes import SchemeResult
@@ -45,15 +47,15 @@ def test_the_protocol_sums_the_finishers_and_aborts_below_the_threshold() -> Non
         "a": {"x": torch.tensor([0.25, -0.5], dtype=torch.float64)},
         "b": {"x": torch.tensor([0.125, 0.75], dtype=torch.float64), "y": torch.tensor([-1.0], dtype=torch.float64)},
     }
-    template = template_of(parts.values())
-    total, traffic = summer.sum(parts, ["a", "b", "c"], 0, template)  # c shared its keys, never sent its input
+    groups = sum_groups({**parts, "c": parts["a"]}, 2)  # y, held by b alone, joins x's group (a, b, c)
+    total, traffic = summer.sum(parts, groups, 0)  # c shared its keys, then never sent its input
     assert total is not None
     assert torch.allclose(total["x"], torch.tensor([0.375, 0.25], dtype=torch.float64), atol=1e-9)
     assert torch.allclose(total["y"], torch.tensor([-1.0], dtype=torch.float64), atol=1e-9)
     assert traffic.sent["c"]["share_keys"] > 0 and traffic.received["c"]["unmask"] == 0
     assert all(sent["masked_input"] == 0 for sent in traffic.sent.values())  # counted as the adapter upload
     assert summer.totals.uplink["c"] == sum(traffic.sent["c"].values())
-    assert summer.sum({"a": parts["a"]}, ["a", "b", "c"], 1, template) == (None, type(traffic)())
+    assert summer.sum({"a": parts["a"]}, groups, 1) == (None, type(traffic)())
     assert (summer.totals.aggregations, summer.totals.aborted) == (1, 1)
 
 
@@ -80,6 +82,32 @@ def test_fl_equals_plain_fedavg_within_the_encoding_and_pays_the_protocol(run_re
     assert by_kind["secagg"]["uplink"] == sum(b["uplink"] for b in section["bytes_per_client"].values()) > 0
     assert by_kind["secagg"]["downlink"] > 0
     assert secure.sim_time_s > plain.sim_time_s and report["privacy"]["dpsgd"] is None
+
+
+def test_each_key_is_summed_among_the_devices_holding_it() -> None:
+    """Nested cuts: layer 0 by all four devices, layer 1 by the two deeper ones, layer 2 by one only (it joins the
+    widest group, where the others add zeros). Each device masks what it holds, plus that one padded layer."""
+    z = torch.zeros
+    holdings = {
+        "a": {"l0": z(4)},
+        "b": {"l0": z(4)},
+        "c": {"l0": z(4), "l1": z(3)},
+        "d": {"l0": z(4), "l1": z(3), "l2": z(2)},
+    }
+    groups = sum_groups(holdings, threshold=3)  # tolerates one dropout in every group
+    assert [(g.clients, list(g.template), g.threshold) for g in groups] == [
+        (("a", "b", "c", "d"), ["l0", "l2"], 3),
+        (("c", "d"), ["l1"], 2),
+    ]
+    spec = SecAggSpec(threshold=3, value_range=1.0)
+    header = {c: masked_input_bytes(c, 0, 32) for c in holdings}  # tag, sender, ring size, length
+    sizes = {c: masked_upload_bytes(spec, c, groups) for c in holdings}
+    assert sizes == {
+        "a": header["a"] + 4 * 6,
+        "b": header["b"] + 4 * 6,
+        "c": 2 * header["c"] + 4 * (6 + 3),
+        "d": 2 * header["d"] + 4 * (6 + 3),
+    }
 
 
 @pytest.mark.parametrize("scheme", ["splitfed", "mesfl"])

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from fleettune.aggregation.fedavg import sample_weights
+from fleettune.aggregation.sum_groups import SumGroup
 from fleettune.privacy.dp import clip_update, gaussian_like
-from fleettune.privacy.secagg import FixedPoint, flatten_state, secure_sum, unflatten_state
+from fleettune.privacy.secagg import ROUNDS, FixedPoint, flatten_state, secure_sum, unflatten_state
 from fleettune.privacy.secagg.messages import masked_input_bytes
 
 if TYPE_CHECKING:
@@ -69,72 +70,79 @@ class SecureSummer:
         self._instances = 0
 
     def sum(
-        self,
-        parts: Mapping[str, AdapterState],
-        roster: Sequence[str],
-        round_index: int,
-        template: Mapping[str, torch.Tensor],
+        self, parts: Mapping[str, AdapterState], groups: Sequence[SumGroup], round_index: int
     ) -> tuple[AdapterState | None, ProtocolTraffic]:
-        """The sum of `parts` (client -> its weighted values, by key of `template`; keys a client lacks count as
-        zeros) over the roster's clients whose masked inputs arrived, or None when fewer than the threshold did."""
+        """The sum of `parts` (client -> its weighted values) over the clients whose masked inputs arrived, one
+        protocol instance per group of keys (`sum_groups`); None when fewer than the run's threshold of clients,
+        or than a group's threshold of its members, sent theirs."""
+        roster = list(dict.fromkeys(c for g in groups for c in g.clients))
         assert set(parts) <= set(roster), "every client that sends is on the roster"
         finishers = [c for c in roster if c in parts]
-        if len(finishers) < self.spec.threshold:
+        if len(finishers) < self.spec.threshold or any(
+            sum(c in parts for c in g.clients) < g.threshold for g in groups
+        ):
             self.totals.aborted += 1
             return None, ProtocolTraffic()
-        vectors = {c: flatten_state({**template, **parts.get(c, {})})[0] for c in roster}
-        _, layout = flatten_state(template)
-        codec = self.spec.codec(len(roster))
-        seed = int(np.random.default_rng([self.seed, self._instances]).integers(2**62))
-        self._instances += 1
-        result = secure_sum(
-            vectors,
-            self.spec.threshold,
-            drop_after_sharing=[c for c in roster if c not in parts],
-            codec=codec,
-            aggregation_id=aggregation_id(round_index),
-            rng=seed,
-        )
-        sent = {c: {**result.client_sent[c], MASKED_INPUT: 0} for c in roster}
-        received = {c: dict(result.client_received[c]) for c in roster}
-        self.note(sent, received, sum(result.clipped.values()), codec)
-        return unflatten_state(result.values, layout), ProtocolTraffic(sent, received)
+        total: AdapterState = {}
+        sent = {c: dict.fromkeys(ROUNDS, 0) for c in roster}
+        received = {c: dict.fromkeys(ROUNDS, 0) for c in roster}
+        clipped, resolution = 0, 0.0
+        for group in groups:
+            vectors = {
+                c: flatten_state({**group.template, **_only(parts.get(c, {}), group.template)})[0]
+                for c in group.clients
+            }
+            codec = self.spec.codec(len(group.clients))
+            seed = int(np.random.default_rng([self.seed, self._instances]).integers(2**62))
+            self._instances += 1
+            result = secure_sum(
+                vectors,
+                group.threshold,
+                drop_after_sharing=[c for c in group.clients if c not in parts],
+                codec=codec,
+                aggregation_id=aggregation_id(round_index, group.index),
+                rng=seed,
+            )
+            for c in group.clients:
+                for name in ROUNDS:
+                    sent[c][name] += 0 if name == MASKED_INPUT else result.client_sent[c][name]
+                    received[c][name] += result.client_received[c][name]
+            clipped += sum(result.clipped.values())
+            resolution = max(resolution, codec.resolution)
+            total.update(unflatten_state(result.values, flatten_state(group.template)[1]))
+        self.note(sent, received, clipped, resolution)
+        return total, ProtocolTraffic(sent, received)
 
     def note(
         self,
         sent: Mapping[str, Mapping[str, int]],
         received: Mapping[str, Mapping[str, int]],
         clipped: int,
-        codec: FixedPoint,
+        resolution: float,
     ) -> None:
-        """One opened sum: its protocol bytes per client (the masked inputs excepted) and clipped values."""
+        """One opened sum: its protocol bytes per client (the masked inputs excepted), clipped values and the
+        coarsest resolution of its groups' encodings."""
         totals = self.totals
         totals.aggregations += 1
         totals.clipped_values += clipped
-        totals.resolution = codec.resolution
+        totals.resolution = resolution
         for client in sent:
             totals.uplink[client] = totals.uplink.get(client, 0) + sum(sent[client].values())
             totals.downlink[client] = totals.downlink.get(client, 0) + sum(received[client].values())
 
 
-def aggregation_id(round_index: int) -> bytes:
-    """What names a round's aggregation in the protocol: its keys and messages are void in any other."""
-    return f"round-{round_index + 1}".encode()
+def aggregation_id(round_index: int, group: int) -> bytes:
+    """What names one protocol instance (a round's group of keys): its keys and messages are void in any other."""
+    return f"round-{round_index + 1}/group-{group}".encode()
 
 
-def template_of(states: Iterable[Mapping[str, torch.Tensor]]) -> AdapterState:
-    """Zeros (float64) for every key any of `states` holds: the vector every client of an aggregation masks,
-    each filling in the keys it holds."""
-    template: AdapterState = {}
-    for state in states:
-        for key, value in state.items():
-            template.setdefault(key, torch.zeros(value.shape, dtype=torch.float64))
-    return template
+def masked_upload_bytes(spec: SecAggSpec, client: str, groups: Sequence[SumGroup]) -> int:
+    """What `client` uploads in place of its adapter: its masked vector in every group it belongs to."""
+    return sum(masked_input_bytes(client, g.size, spec.ring_bits) for g in groups if client in g.clients)
 
 
-def masked_upload_bytes(spec: SecAggSpec, client: str, template: Mapping[str, torch.Tensor]) -> int:
-    """What `client` uploads in place of its adapter: its masked vector over the whole template."""
-    return masked_input_bytes(client, sum(t.numel() for t in template.values()), spec.ring_bits)
+def _only(state: Mapping[str, torch.Tensor], keys: Mapping[str, torch.Tensor]) -> AdapterState:
+    return {key: value for key, value in state.items() if key in keys}
 
 
 @dataclass(frozen=True)
@@ -177,20 +185,20 @@ def secure_combine(
     clients: Sequence[str],
     counts: Sequence[int],
     held: Sequence[frozenset[str]],
-    roster: Sequence[str],
-    template: Mapping[str, torch.Tensor],
+    groups: Sequence[SumGroup],
     round_index: int,
 ) -> tuple[AdapterState | None, ProtocolTraffic]:
     """The policy's aggregation with every device-held key summed securely (`held[i]`: the keys client i holds;
     the rest of its view is the server's own). None when the protocol aborted: nothing changes then.
 
     Each device scales its values by its public FedAvg weight (sample counts are known to the server, as in plain
-    FedAvg); the weighted values of the keys it holds travel masked (over `template`, the roster's keys), and the
-    server learns only their sum. Keys the server holds itself for a device (the server-side part of a split model)
-    are added in the clear. With DP, each device clips its own update before weighting and the server adds the
-    noise to the revealed sum, in `noisy_aggregate`'s order: the numbers equal the policy's own up to the encoding.
+    FedAvg); the weighted values of the keys it holds travel masked (one protocol instance per group of keys, see
+    `sum_groups`), and the server learns only their sums. Keys the server holds itself for a device (the
+    server-side part of a split model) are added in the clear. With DP, each device clips its own update before
+    weighting and the server adds the noise to the revealed sum, in `noisy_aggregate`'s order: the numbers equal
+    the policy's own up to the encoding.
 
-    The roster is the clients online when the round began; those whose upload never arrived drop out after
+    The groups' roster is the clients online when the round began; those whose upload never arrived drop out after
     sharing their keys, and the sum opens only if at least `threshold` masked inputs arrive. The simulation
     draws the protocol's secrets from the run's seed: repeatable, not secret."""
     summer = policy.secure
@@ -206,7 +214,7 @@ def secure_combine(
         client: {key: value for key, value in part.items() if key in keys}
         for client, part, keys in zip(clients, contributions, held, strict=True)
     }
-    secret, traffic = summer.sum(private, roster, round_index, template)
+    secret, traffic = summer.sum(private, groups, round_index)
     if secret is None:
         return None, traffic
     in_clear = [

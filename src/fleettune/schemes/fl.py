@@ -7,7 +7,8 @@ import time
 from dataclasses import asdict
 
 from fleettune.aggregation import sample_weights
-from fleettune.aggregation.secure import masked_upload_bytes, secure_combine, template_of
+from fleettune.aggregation.secure import masked_upload_bytes, secure_combine
+from fleettune.aggregation.sum_groups import sum_groups
 from fleettune.codec import encode_state
 from fleettune.compression import UpdateLink
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
@@ -79,6 +80,9 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
         turnout = participation.draw(round_index)
         online = set(log.begin(turnout, [setup.clients[i].id for i in chosen]))
+        roster = [setup.clients[i].id for i in chosen if setup.clients[i].id in online]
+        # Secure aggregation: every device holds the whole adapter, so one protocol instance over the roster.
+        groups = [] if secure is None else sum_groups(dict.fromkeys(roster, global_state), secure.threshold)
         payloads: list[bytes] = []
         views: list[AdapterState] = []
         senders: list[str] = []
@@ -117,7 +121,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
             up_link.rebase(delivered)
             upload = up_link.send(read_adapter(model.peft))
             # With secure aggregation the masked adapter goes up in place of the payload, at its own size.
-            up_bytes = len(upload) if secure is None else masked_upload_bytes(secure, client.id, global_state)
+            up_bytes = len(upload) if secure is None else masked_upload_bytes(secure, client.id, groups)
             device = client.device
             previous = client_memory.get(client.id)
             client_memory[client.id] = run.memory if previous is None else previous.peak_with(run.memory)
@@ -157,11 +161,8 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         aggregated = bool(views)  # nobody completed (or too few for secure aggregation): the global adapter stays
         if views and policy.secure is not None:
             # The masked adapters went up as the uploads; the protocol's other messages follow them.
-            roster = [setup.clients[i].id for i in chosen if setup.clients[i].id in online]
             keys = [frozenset(view) for view in views]  # a whole model per device: every key is its own
-            state, protocol = secure_combine(
-                policy, global_state, views, senders, counts, keys, roster, template_of([global_state]), round_index
-            )
+            state, protocol = secure_combine(policy, global_state, views, senders, counts, keys, groups, round_index)
             aggregation_s += charge_protocol(protocol, devices, traffic, energy).seconds
             aggregated = state is not None
             global_state = global_state if state is None else state

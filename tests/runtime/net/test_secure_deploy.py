@@ -26,7 +26,7 @@ SECURE = {"privacy__secure_aggregation": True}
 @pytest.mark.parametrize(
     ("scheme", "extra"),
     [
-        ("mesfl", {"aggregate_every": 2}),
+        ("mesfl", {"aggregate_every": 2, "clients": 4}),  # cuts 1, 1, 2, 2: one protocol instance per layer
         ("splitfed", {}),
         ("fl", {"client_fraction": 0.67, "local_steps": 2}),
         ("fl", {"local_steps": 2, "privacy__dp_clip": 0.05, "privacy__dp_noise": 0.5}),
@@ -37,7 +37,7 @@ def test_secure_deployment_equals_secure_simulation(
 ) -> None:
     """The opened sums give the simulation's global adapter (the encoding is deterministic, so to 1e-6 at most
     from float order), the masked inputs and protocol messages the simulation's byte counts exactly."""
-    flags = tiny_flags(tiny_model_dir, tiny_data_dir, scheme, clients=3, rounds=4, **SECURE, **extra)
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, scheme, rounds=4, **{"clients": 3, **SECURE, **extra})
     torch.manual_seed(0)
     simulated = execute(prepare(build_config(flags=flags)))
     deployed = deploy(flags, tmp_path)
@@ -52,6 +52,9 @@ def test_secure_deployment_equals_secure_simulation(
     assert (net_totals.uplink, net_totals.downlink) == (sim_totals.uplink, sim_totals.downlink)
     assert net_totals.resolution == sim_totals.resolution
     assert [h.epsilon for h in deployed.history] == [h.epsilon for h in simulated.history]
+    if scheme == "mesfl":  # the cut-2 devices take part in two instances, the cut-1 devices in one
+        shallow, _, deep, _ = sorted(net_totals.uplink.values())
+        assert deep > 1.4 * shallow  # the second instance has two members: its messages are shorter
 
 
 class _GoneAfterMasking(DeviceAgent):
@@ -91,9 +94,11 @@ def test_a_secure_aggregation_message_out_of_phase_is_refused(
     coordinator = Coordinator(prepared, FAST)
     device = prepared.setup.clients[0].id
     coordinator.handle(device, Message("join", device, 1, {"samples": "5"}))
-    request = Message("secagg", device, 2, {"round": "0", "phase": "masked_input", "clipped": "0"}, b"\x00" * 40)
-    with pytest.raises(InputError, match="out-of-phase secagg-masked_input"):
-        coordinator.handle(device, request)
+    fields = {"round": "0", "phase": "masked_input", "group": "0", "clipped": "0"}
+    with pytest.raises(InputError, match="out-of-phase secagg-0-masked_input of round 0"):
+        coordinator.handle(device, Message("secagg", device, 2, fields, b"\x00" * 40))
+    with pytest.raises(InputError, match="request field 'group' must be an integer, got 'x'"):
+        coordinator.handle(device, Message("secagg", device, 3, {**fields, "group": "x"}, b""))
 
 
 def test_update_attacks_are_refused_with_secure_aggregation(tiny_model_dir: Path, tiny_data_dir: Path) -> None:

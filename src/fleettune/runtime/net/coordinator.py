@@ -111,7 +111,7 @@ class Coordinator:
         self.step_losses: list[float] = []
         self.server_memory = MemoryBreakdown()
         self.server_s = {c.id: 0.0 for c in setup.clients}
-        self.clipped: dict[str, int] = {}  # secure aggregation: values each device's last masked input clipped
+        self.clipped: dict[str, int] = {}  # secure aggregation: values of the current one each device clipped
         self.steps_done = 0
         self.totals = ParticipationTotals()
         self.final: EvalResult | None = None
@@ -142,8 +142,9 @@ class Coordinator:
         if request.kind == SECAGG:
             phase = fields.get("phase", "")
             clipped = int_field(fields, "clipped") if phase == "masked_input" else 0
-            self.board.deliver(identity, f"secagg-{phase}", int_field(fields, "round"), -1, request.payload, 0.0)
-            self.clipped[identity] = clipped
+            kind = f"secagg-{int_field(fields, 'group')}-{phase}"
+            self.board.deliver(identity, kind, int_field(fields, "round"), -1, request.payload, 0.0)
+            self.clipped[identity] = self.clipped.get(identity, 0) + clipped
             return Message(ACK, identity, request.seq)
         raise InputError(
             f"unknown request kind {request.kind!r}; expected one of join, poll, activations, adapter, secagg"

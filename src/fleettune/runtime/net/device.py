@@ -227,9 +227,10 @@ class DeviceAgent:
 
     def secure_phase(self, instruction: Instruction) -> None:
         """Answer one phase of a secure aggregation; the masked input goes up in place of the adapter upload."""
-        phase = instruction.phase
-        reply = self.secure.answer(phase, instruction.payload, instruction.detail, self._client().read(), self.base)
-        fields = {"round": str(instruction.round), "phase": phase}
+        phase, group = instruction.phase, instruction.group
+        values = self._client().read()
+        reply = self.secure.answer(phase, group, instruction.payload, instruction.detail, values, self.base)
+        fields = {"round": str(instruction.round), "phase": phase, "group": str(group)}
         if phase == "masked_input":
             fields["clipped"] = str(self.secure.clipped)
             self.summary.uploads += int(bool(reply))

@@ -43,6 +43,7 @@ class Instruction:
     steps: int = 0  # local optimizer steps (TRAIN)
     rounds: int = 0  # the run's rounds: the local learning-rate schedule's length (TRAIN)
     phase: str = ""  # the secure-aggregation phase to answer (SECAGG)
+    group: int = 0  # SECAGG: the protocol instance (group of keys) the phase belongs to
     detail: str = ""  # SECAGG's advertise phase: the aggregation's public parameters (JSON)
 
     def fields(self) -> dict[str, str]:
@@ -56,7 +57,7 @@ class Instruction:
             "rounds": str(self.rounds),
         }
         if self.phase:
-            fields.update(phase=self.phase, detail=self.detail)
+            fields.update(phase=self.phase, group=str(self.group), detail=self.detail)
         return fields
 
     @classmethod
@@ -71,6 +72,7 @@ class Instruction:
                 int(fields.get("steps", "0")),
                 int(fields.get("rounds", "0")),
                 fields.get("phase", ""),
+                int(fields.get("group", "0")),
                 fields.get("detail", ""),
             )
         except (KeyError, ValueError) as exc:

@@ -25,42 +25,52 @@ ADVERTISE, SHARE_KEYS, MASKED_INPUT, UNMASK = ROUNDS  # the phases, in the order
 
 
 class SecureParty:
-    """Answers the server's phase messages of one aggregation at a time."""
+    """Answers the server's phase messages; one protocol instance per group of keys this device belongs to."""
 
     def __init__(self, device_id: str) -> None:
         self.id = device_id
-        self.round: SecureRound | None = None
-        self.client: SecAggClient | None = None
+        self.rounds: dict[int, SecureRound] = {}
+        self.clients: dict[int, SecAggClient] = {}
         self.clipped = 0  # values of the last masked input outside the encoding's range
 
-    def answer(self, phase: str, payload: bytes, detail: str, values: AdapterState, base: AdapterState) -> bytes:
-        """This device's message for `phase` (`values`: what it holds now; `base`: the global adapter it was last
-        sent, which updates are measured from), or b"" when the server's message is unusable (the server then
-        counts this device out of the aggregation)."""
+    def answer(
+        self, phase: str, group: int, payload: bytes, detail: str, values: AdapterState, base: AdapterState
+    ) -> bytes:
+        """This device's message for `phase` of `group` (`values`: what it holds now; `base`: the global adapter it
+        was last sent, which updates are measured from), or b"" when the server's message is unusable (the server
+        then counts this device out of the aggregation)."""
         try:
-            return self._answer(phase, payload, detail, values, base)
+            return self._answer(phase, group, payload, detail, values, base)
         except (SecAggError, InputError, ValueError) as exc:
-            log.warning("device %s: secure aggregation %s refused: %s", self.id, phase, exc)
-            self.round, self.client = None, None
+            log.warning("device %s: secure aggregation %s (group %d) refused: %s", self.id, phase, group, exc)
+            self.rounds.pop(group, None)
+            self.clients.pop(group, None)
             return b""
 
-    def _answer(self, phase: str, payload: bytes, detail: str, values: AdapterState, base: AdapterState) -> bytes:
+    def _answer(
+        self, phase: str, group: int, payload: bytes, detail: str, values: AdapterState, base: AdapterState
+    ) -> bytes:
         if phase == ADVERTISE:
-            self.round = SecureRound.from_json(detail)
-            self.client = SecAggClient(self.id, self.round.config(), SystemRandom())
-            return self.client.advertise().to_bytes()
-        if self.round is None or self.client is None:
-            raise InputError(f"phase {phase} of an aggregation this device was not set up for")
+            setup = SecureRound.from_json(detail)
+            if setup.group != group:
+                raise InputError(f"setup of group {setup.group} sent as group {group}")
+            self.rounds[group] = setup
+            self.clients[group] = SecAggClient(self.id, setup.config(), SystemRandom())
+            return self.clients[group].advertise().to_bytes()
+        if group not in self.rounds or group not in self.clients:
+            raise InputError(f"phase {phase} of aggregation group {group}, which this device was not set up for")
+        setup, client = self.rounds[group], self.clients[group]
         if phase == SHARE_KEYS:
-            return self.client.share_keys(Roster.from_bytes(payload)).to_bytes()
+            return client.share_keys(Roster.from_bytes(payload)).to_bytes()
         if phase == MASKED_INPUT:
-            held = {key: values[key].double() - base[key].double() for key in values} if self.round.updates else values
-            vector = self.round.vector(contribution(held, self.round.scale, self.round.clip))
-            masked = self.client.mask_input(ShareBundle.from_bytes(payload), vector)
-            self.clipped = self.client.clipped
+            # Clipping (DP) bounds the device's whole update; each group then takes its own keys.
+            held = {key: values[key].double() - base[key].double() for key in values} if setup.updates else values
+            vector = setup.vector(contribution(held, setup.scale, setup.clip))
+            masked = client.mask_input(ShareBundle.from_bytes(payload), vector)
+            self.clipped = client.clipped
             return masked.to_bytes()
         if phase == UNMASK:
-            response = self.client.unmask(UnmaskRequest.from_bytes(payload))
-            self.round, self.client = None, None
+            response = client.unmask(UnmaskRequest.from_bytes(payload))
+            del self.rounds[group], self.clients[group]
             return response.to_bytes()
         raise InputError(f"unknown secure-aggregation phase {phase!r}; expected one of {', '.join(ROUNDS)}")

@@ -29,7 +29,8 @@ class SecureRound:
     frac_bits: int  # the fixed-point encoding
     value_range: float
     ring_bits: int
-    round: int  # the round's index: it names the aggregation
+    round: int  # the round's index and the group's: they name the protocol instance
+    group: int
     layout: Layout  # every key any roster device holds, with its shape: the vector each device masks
     scale: float  # this device's weight (see `aggregation.secure.weighting`)
     clip: float | None  # DP: the bound this device clips its update to
@@ -38,16 +39,20 @@ class SecureRound:
     def config(self) -> SecAggConfig:
         size = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in self.layout)
         codec = FixedPoint(self.frac_bits, self.value_range, self.ring_bits)
-        return SecAggConfig(self.clients, self.threshold, size, codec, aggregation_id(self.round))
+        return SecAggConfig(self.clients, self.threshold, size, codec, aggregation_id(self.round, self.group))
 
     def vector(self, values: Mapping[str, torch.Tensor]) -> NDArray[np.float64]:
-        """The flat vector of `values` over the layout (zeros for keys this device does not hold)."""
-        shapes = dict(self.layout)
-        for key, value in values.items():
-            if shapes.get(key) != tuple(value.shape):
-                raise InputError(f"adapter key {key} {tuple(value.shape)} is not in the aggregation's layout")
+        """The flat vector of `values` over the group's layout (zeros for its keys this device does not hold)."""
         template = {key: torch.zeros(shape, dtype=torch.float64) for key, shape in self.layout}
-        return flatten_state({**template, **values})[0]
+        mine = {key: value for key, value in values.items() if key in template}
+        for key, value in mine.items():
+            if value.shape != template[key].shape:
+                raise InputError(
+                    f"adapter key {key} is {tuple(value.shape)}; the aggregation expects {tuple(template[key].shape)}"
+                )
+        if not mine:
+            raise InputError(f"this device holds none of the keys of aggregation group {self.group}")
+        return flatten_state({**template, **mine})[0]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

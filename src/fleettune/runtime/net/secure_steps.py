@@ -18,9 +18,9 @@ from fleettune.aggregation.secure import (
     aggregation_id,
     contribution,
     open_sum,
-    template_of,
     weighting,
 )
+from fleettune.aggregation.sum_groups import SumGroup, sum_groups
 from fleettune.models.adapters import AdapterState
 from fleettune.privacy.secagg import (
     AdvertiseKeys,
@@ -48,66 +48,135 @@ log = logging.getLogger("fleettune.net")
 def collect_securely(
     c: Coordinator, active: Sequence[Member], round_index: int
 ) -> tuple[list[Member], AdapterState | None]:
-    """Every active device puts its adapter part into a secure sum. Returns the devices whose masked inputs are
-    in the sum (all that completed the round) and the new global adapter, or, when the protocol aborted (fewer
-    than the threshold of devices took part), the devices that did their part and None: nothing changes then."""
+    """Every active device puts its adapter part into secure sums, one protocol instance per group of keys
+    (`sum_groups`). Returns the devices whose masked inputs are in the sums (all that completed the round) and the
+    new global adapter, or, when the protocol aborted (too few devices took part), the devices that answered
+    every phase and None: nothing changes then."""
     policy = c.policy
     summer = policy.secure
     assert summer is not None, "the run has no secure aggregation"
-    spec = summer.spec
     roster = list(active)
-    if len(roster) < spec.threshold:
+    if len(roster) < summer.spec.threshold:
         summer.totals.aborted += 1
         return roster, None
     previous = c.current.evaluation
-    template = template_of(c.client_part(m, previous) for m in roster)
+    groups = sum_groups({m.id: c.client_part(m, previous) for m in roster}, summer.spec.threshold)
     weights = weighting(policy.spec, [m.samples for m in roster])
-    codec = spec.codec(len(roster))
-    ids = tuple(m.id for m in roster)
-    server = SecAggServer(
-        SecAggConfig(ids, spec.threshold, flatten_state(template)[0].size, codec, aggregation_id(round_index))
-    )
-    dp = policy.spec.dp
-    setups = {
-        m.id: SecureRound(
-            ids,
-            spec.threshold,
-            codec.frac_bits,
-            codec.clip,
-            codec.ring_bits,
-            round_index,
-            layout_of(template),
-            weights.scales[i],
-            None if dp is None else dp.clip,
-            weights.updates,
-        ).to_json()
-        for i, m in enumerate(roster)
-    }
-    sent = {m.id: 0 for m in roster}  # protocol bytes per device, the masked input excepted (it is the upload)
-    received = {m.id: 0 for m in roster}
+    run = _SecureRun(c, round_index, roster, weights)
+    c.clipped.clear()
+    secret: AdapterState = {}
+    kept: list[Member] = []
+    try:
+        opened = []
+        for group in groups:
+            included, part = run.group(group)
+            secret.update(part)
+            opened.append(included)
+        for m in roster:
+            inside = [m.id in included for group, included in zip(groups, opened, strict=True) if m.id in group.clients]
+            if all(inside):
+                kept.append(m)
+            elif any(inside):  # it left between two groups' masked inputs: its weight would differ by key
+                raise SecAggError(f"device {m.id}'s inputs are in some of its groups' sums only")
+    except SecAggError as exc:
+        log.warning("round %d: secure aggregation aborted: %s", round_index + 1, exc)
+        summer.totals.aborted += 1
+        return [m for m in roster if m.id in run.alive], None
+    summer.note(run.sent, run.received, sum(c.clipped.get(m.id, 0) for m in kept), run.resolution)
+    return kept, _open(c, previous, secret, weights, roster, kept, round_index)
 
-    def phase(members: Sequence[Member], name: str, payloads: Mapping[str, bytes], parse: Parse) -> list[Member]:
-        """One protocol round: the devices whose replies the server took."""
+
+Parse = Callable[[bytes], ClientMessage]
+
+
+class _SecureRun:
+    """One aggregation's protocol instances, run group by group, phase by phase, over the board."""
+
+    def __init__(self, c: Coordinator, round_index: int, roster: Sequence[Member], weights: Weighting) -> None:
+        self.c, self.round_index, self.roster, self.weights = c, round_index, list(roster), weights
+        self.sent = {m.id: {SECAGG: 0} for m in roster}  # protocol bytes, the masked inputs excepted (the upload)
+        self.received = {m.id: {SECAGG: 0} for m in roster}
+        self.alive = {m.id for m in roster}  # devices that answered every phase so far
+        self.resolution = 0.0
+
+    def group(self, group: SumGroup) -> tuple[set[str], AdapterState]:
+        """Run one group's four phases; the devices whose inputs are in its sum and the sum (SecAggError: abort)."""
+        c, spec = self.c, self.c.policy.spec
+        summer = c.policy.secure
+        assert summer is not None
+        codec = summer.spec.codec(len(group.clients))
+        self.resolution = max(self.resolution, codec.resolution)
+        size = group.size
+        config = SecAggConfig(
+            group.clients, group.threshold, size, codec, aggregation_id(self.round_index, group.index)
+        )
+        server = SecAggServer(config)
+        scales = {m.id: s for m, s in zip(self.roster, self.weights.scales, strict=True)}
+        clip = None if spec.dp is None else spec.dp.clip
+        layout = layout_of(group.template)
+        setup = {
+            client: SecureRound(
+                clients=group.clients,
+                threshold=group.threshold,
+                frac_bits=codec.frac_bits,
+                value_range=codec.clip,
+                ring_bits=codec.ring_bits,
+                round=self.round_index,
+                group=group.index,
+                layout=layout,
+                scale=scales[client],
+                clip=clip,
+                updates=self.weights.updates,
+            ).to_json()
+            for client in group.clients
+        }
+        members = [m for m in self.roster if m.id in group.clients and m.id in self.alive]
+        members = self._phase(server, group, members, ADVERTISE, {}, setup, AdvertiseKeys.from_bytes)
+        listed = server.end_advertise().to_bytes()
+        payloads = dict.fromkeys(group.clients, listed)
+        members = self._phase(server, group, members, SHARE_KEYS, payloads, {}, ShareKeys.from_bytes)
+        bundles = {client: bundle.to_bytes() for client, bundle in server.end_share_keys().items()}
+        members = self._phase(server, group, members, MASKED_INPUT, bundles, {}, MaskedInput.from_bytes)
+        request = server.end_masked_input().to_bytes()
+        self._phase(
+            server, group, members, UNMASK, dict.fromkeys(group.clients, request), {}, UnmaskResponse.from_bytes
+        )
+        opened = server.end_unmasking()
+        return set(opened.included), unflatten_state(opened.values, flatten_state(group.template)[1])
+
+    def _phase(
+        self,
+        server: SecAggServer,
+        group: SumGroup,
+        members: Sequence[Member],
+        name: str,
+        payloads: Mapping[str, bytes],
+        details: Mapping[str, str],
+        parse: Parse,
+    ) -> list[Member]:
+        """One protocol round of one group: the devices whose replies the server took."""
+        c = self.c
         for m in members:
             c.traffic.down(m.id, payloads.get(m.id, b""), SECAGG)
-            received[m.id] += len(payloads.get(m.id, b""))
+            self.received[m.id][SECAGG] += len(payloads.get(m.id, b""))
 
         def ask(m: Member) -> tuple[Instruction, Expected]:
-            detail = setups[m.id] if name == ADVERTISE else ""
+            payload, detail = payloads.get(m.id, b""), details.get(m.id, "")
             instruction = Instruction(
-                Do.SECAGG, round_index, payload=payloads.get(m.id, b""), phase=name, detail=detail
+                Do.SECAGG, self.round_index, payload=payload, phase=name, group=group.index, detail=detail
             )
-            return instruction, Expected(f"secagg-{name}", round_index)
+            return instruction, Expected(f"secagg-{group.index}-{name}", self.round_index)
 
         replies = exchange(c, members, ask)
         taken = []
         for m in members:
             reply = replies.get(m.id)
             if not reply:
+                self.alive.discard(m.id)
                 continue
             c.traffic.up(m.id, reply, ADAPTER if name == MASKED_INPUT else SECAGG)
             if name != MASKED_INPUT:
-                sent[m.id] += len(reply)
+                self.sent[m.id][SECAGG] += len(reply)
             try:
                 message = parse(reply)
                 if message.sender != m.id:
@@ -115,36 +184,10 @@ def collect_securely(
                 server.receive(message)
             except (SecAggError, ValueError) as exc:
                 log.warning("device %s: secure aggregation %s refused: %s", m.id, name, exc)
+                self.alive.discard(m.id)
                 continue
             taken.append(m)
         return taken
-
-    alive = roster  # the devices that answered every phase so far
-    try:
-        alive = phase(alive, ADVERTISE, {}, AdvertiseKeys.from_bytes)
-        listed = server.end_advertise().to_bytes()
-        alive = phase(alive, SHARE_KEYS, dict.fromkeys(ids, listed), ShareKeys.from_bytes)
-        bundles = {client: bundle.to_bytes() for client, bundle in server.end_share_keys().items()}
-        alive = phase(alive, MASKED_INPUT, bundles, MaskedInput.from_bytes)
-        request = server.end_masked_input().to_bytes()
-        phase(alive, UNMASK, dict.fromkeys(ids, request), UnmaskResponse.from_bytes)
-        opened = server.end_unmasking()
-    except SecAggError as exc:
-        log.warning("round %d: secure aggregation aborted: %s", round_index + 1, exc)
-        summer.totals.aborted += 1
-        return alive, None
-    included = [m for m in roster if m.id in set(opened.included)]
-    summer.note(
-        {m.id: {SECAGG: sent[m.id]} for m in roster},
-        {m.id: {SECAGG: received[m.id]} for m in roster},
-        sum(c.clipped.get(m.id, 0) for m in included),
-        codec,
-    )
-    secret = unflatten_state(opened.values, flatten_state(template)[1])
-    return included, _open(c, previous, secret, weights, roster, included, round_index)
-
-
-Parse = Callable[[bytes], ClientMessage]
 
 
 def _open(

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from fleettune.aggregation import sample_weights
 from fleettune.aggregation.policy import AggregationPolicy
 from fleettune.aggregation.ranks import Aggregate, RankMix
-from fleettune.aggregation.secure import masked_upload_bytes, secure_combine, template_of
+from fleettune.aggregation.secure import masked_upload_bytes, secure_combine
+from fleettune.aggregation.sum_groups import SumGroup, sum_groups
 from fleettune.compression import UpdateLink, receive_state, send_state
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
@@ -383,9 +384,9 @@ def secure_aggregate(
     fewer than the threshold of masked inputs arrived: the global adapter stays."""
     held = [frozenset(split_adapter(view, ctx.layout, c.cut)[0]) for view, c in zip(views, clients, strict=True)]
     ids = [c.id for c in clients]
-    template = secure_template(ctx, roster, previous)
+    groups = secure_groups(ctx, roster, previous)
     state, protocol = secure_combine(
-        ctx.policy, previous, views, ids, [c.num_samples for c in clients], held, roster, template, round_index
+        ctx.policy, previous, views, ids, [c.num_samples for c in clients], held, groups, round_index
     )
     devices = {c.id: c.device for c in ctx.clients}
     phase = charge_protocol(protocol, devices, ctx.traffic, ctx.energy)
@@ -399,10 +400,13 @@ def secure_aggregate(
     return Aggregate(state, {c: state for c in ctx.mix.ranks})
 
 
-def secure_template(ctx: SplitContext, roster: Sequence[str], previous: AdapterState) -> AdapterState:
-    """What the roster's devices mask in a secure aggregation: every key any of them holds below its cut."""
+def secure_groups(ctx: SplitContext, roster: Sequence[str], previous: AdapterState) -> list[SumGroup]:
+    """How the roster's devices sum their client-side keys: each key among the devices holding it (`sum_groups`)."""
+    spec = ctx.policy.spec.secure
+    assert spec is not None, "the run has no secure aggregation"
     cuts = {c.id: c.cut for c in ctx.clients}
-    return template_of(split_adapter(previous, ctx.layout, cuts[client])[0] for client in roster)
+    holdings = {client: split_adapter(previous, ctx.layout, cuts[client])[0] for client in roster}
+    return sum_groups(holdings, spec.threshold)
 
 
 def masked_sizes(ctx: SplitContext, roster: Sequence[str], previous: AdapterState) -> dict[str, int] | None:
@@ -410,8 +414,8 @@ def masked_sizes(ctx: SplitContext, roster: Sequence[str], previous: AdapterStat
     spec = ctx.policy.spec.secure
     if spec is None:
         return None
-    template = secure_template(ctx, roster, previous)
-    return {client: masked_upload_bytes(spec, client, template) for client in roster}
+    groups = secure_groups(ctx, roster, previous)
+    return {client: masked_upload_bytes(spec, client, groups) for client in roster}
 
 
 def record_round(
