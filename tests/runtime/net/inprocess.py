@@ -23,16 +23,21 @@ class Vanish(Exception):
 
 
 def deploy(
-    flags: dict[str, Any], root: Path, first: type[DeviceAgent] = DeviceAgent, options: ServeOptions = FAST
+    flags: dict[str, Any],
+    root: Path,
+    odd: type[DeviceAgent] = DeviceAgent,
+    options: ServeOptions = FAST,
+    at: int = 0,
 ) -> SchemeResult:
-    """The deployed run of `flags`, its first device an instance of `first`; any device error but `Vanish` fails."""
+    """The deployed run of `flags`, its device number `at` an instance of `odd`; any device error but `Vanish`
+    fails the test."""
     prepared = prepare(build_config(flags=flags))
     folders = write_device_folders(prepared, root)
     coordinator = Coordinator(prepared, options)
     errors: list[BaseException] = []
 
     def run(device: str, folder: Path) -> None:
-        kind = first if device == next(iter(folders)) else DeviceAgent
+        kind = odd if device == list(folders)[at] else DeviceAgent
         try:
             kind(device, LocalCaller(coordinator.handle, device), folder).run()
         except Vanish:

@@ -68,15 +68,14 @@ def collect_securely(
     kept: list[Member] = []
     try:
         opened = []
-        for group in groups:
-            included, part = run.group(group)
+        for included, part in run.sums(groups):
             secret.update(part)
             opened.append(included)
         for m in roster:
             inside = [m.id in included for group, included in zip(groups, opened, strict=True) if m.id in group.clients]
             if all(inside):
                 kept.append(m)
-            elif any(inside):  # it left between two groups' masked inputs: its weight would differ by key
+            elif any(inside):  # it left between two of its masked inputs: its weight would differ by key
                 raise SecAggError(f"device {m.id}'s inputs are in some of its groups' sums only")
     except SecAggError as exc:
         log.warning("round %d: secure aggregation aborted: %s", round_index + 1, exc)
@@ -99,22 +98,53 @@ class _SecureRun:
         self.alive = {m.id for m in roster}  # devices that answered every phase so far
         self.resolution = 0.0
 
-    def group(self, group: SumGroup) -> tuple[set[str], AdapterState]:
-        """Run one group's four phases; the devices whose inputs are in its sum and the sum (SecAggError: abort)."""
-        c, spec = self.c, self.c.policy.spec
-        summer = c.policy.secure
+    def sums(self, groups: Sequence[SumGroup]) -> list[tuple[set[str], AdapterState]]:
+        """Run the groups' protocol instances phase by phase (every group's masked inputs are in before any group
+        unmasks, so a device that leaves after masking is in every sum); per group, the devices whose inputs are in
+        its sum and the sum. SecAggError: the aggregation aborts."""
+        servers = {g.index: SecAggServer(self._config(g)) for g in groups}
+        setups = {g.index: self._setups(g) for g in groups}
+        members = {g.index: [m for m in self.roster if m.id in g.clients] for g in groups}
+        replies: dict[int, Mapping[str, bytes]] = {g.index: {} for g in groups}
+        steps: list[tuple[str, Parse, Callable[[SecAggServer], Mapping[str, bytes] | bytes]]] = [
+            (ADVERTISE, AdvertiseKeys.from_bytes, lambda server: server.end_advertise().to_bytes()),
+            (
+                SHARE_KEYS,
+                ShareKeys.from_bytes,
+                lambda server: {c: b.to_bytes() for c, b in server.end_share_keys().items()},
+            ),
+            (MASKED_INPUT, MaskedInput.from_bytes, lambda server: server.end_masked_input().to_bytes()),
+            (UNMASK, UnmaskResponse.from_bytes, lambda server: b""),
+        ]
+        for name, parse, close in steps:
+            for g in groups:
+                server, asked = servers[g.index], [m for m in members[g.index] if m.id in self.alive]
+                details = setups[g.index] if name == ADVERTISE else {}
+                members[g.index] = self._phase(server, g, asked, name, replies[g.index], details, parse)
+                if name != UNMASK:
+                    out = close(server)
+                    replies[g.index] = out if isinstance(out, Mapping) else dict.fromkeys(g.clients, out)
+        opened = [servers[g.index].end_unmasking() for g in groups]
+        return [
+            (set(o.included), unflatten_state(o.values, flatten_state(g.template)[1]))
+            for g, o in zip(groups, opened, strict=True)
+        ]
+
+    def _config(self, group: SumGroup) -> SecAggConfig:
+        summer = self.c.policy.secure
         assert summer is not None
         codec = summer.spec.codec(len(group.clients))
         self.resolution = max(self.resolution, codec.resolution)
-        size = group.size
-        config = SecAggConfig(
-            group.clients, group.threshold, size, codec, aggregation_id(self.round_index, group.index)
-        )
-        server = SecAggServer(config)
+        name = aggregation_id(self.round_index, group.index)
+        return SecAggConfig(group.clients, group.threshold, group.size, codec, name)
+
+    def _setups(self, group: SumGroup) -> dict[str, str]:
+        """What each of the group's devices is told in the advertise phase (its own weight included)."""
+        spec, summer = self.c.policy.spec, self.c.policy.secure
+        assert summer is not None
+        codec = summer.spec.codec(len(group.clients))
         scales = {m.id: s for m, s in zip(self.roster, self.weights.scales, strict=True)}
-        clip = None if spec.dp is None else spec.dp.clip
-        layout = layout_of(group.template)
-        setup = {
+        return {
             client: SecureRound(
                 clients=group.clients,
                 threshold=group.threshold,
@@ -123,26 +153,13 @@ class _SecureRun:
                 ring_bits=codec.ring_bits,
                 round=self.round_index,
                 group=group.index,
-                layout=layout,
+                layout=layout_of(group.template),
                 scale=scales[client],
-                clip=clip,
+                clip=None if spec.dp is None else spec.dp.clip,
                 updates=self.weights.updates,
             ).to_json()
             for client in group.clients
         }
-        members = [m for m in self.roster if m.id in group.clients and m.id in self.alive]
-        members = self._phase(server, group, members, ADVERTISE, {}, setup, AdvertiseKeys.from_bytes)
-        listed = server.end_advertise().to_bytes()
-        payloads = dict.fromkeys(group.clients, listed)
-        members = self._phase(server, group, members, SHARE_KEYS, payloads, {}, ShareKeys.from_bytes)
-        bundles = {client: bundle.to_bytes() for client, bundle in server.end_share_keys().items()}
-        members = self._phase(server, group, members, MASKED_INPUT, bundles, {}, MaskedInput.from_bytes)
-        request = server.end_masked_input().to_bytes()
-        self._phase(
-            server, group, members, UNMASK, dict.fromkeys(group.clients, request), {}, UnmaskResponse.from_bytes
-        )
-        opened = server.end_unmasking()
-        return set(opened.included), unflatten_state(opened.values, flatten_state(group.template)[1])
 
     def _phase(
         self,
