@@ -128,7 +128,7 @@ def part_robust(common: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                 row["accuracy_drop_vs_clean"] = rows["none/fedavg"]["accuracy"] - row["accuracy"]
             rows[f"{name}/{rule}"] = row
     backdoor: dict[str, Any] = {}
-    for rule in ["fedavg", args.backdoor_rule]:
+    for rule in [] if args.backdoor_rule == "none" else ["fedavg", args.backdoor_rule]:
         flags = {**base, **attack, "security.attack": "backdoor", "security.aggregator": rule}
         if rule == "trimmed_mean":
             flags["security.trim"] = args.trim
@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--epsilons", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 8.0])
     parser.add_argument("--dp-clip", type=float, default=0.5)
     parser.add_argument("--malicious-fraction", type=float, default=0.2)
-    parser.add_argument("--attacks", type=lambda s: s.split(","), default=["label_flip", "scale"])
+    parser.add_argument("--attacks", type=lambda s: [a for a in s.split(",") if a], default=["label_flip", "scale"])
     parser.add_argument(
         "--aggregators",
         type=lambda s: s.split(","),
@@ -246,7 +246,9 @@ def main() -> None:
     )
     parser.add_argument("--refusal-checks", type=lambda s: s.split(","), default=["krum", "multikrum", "bulyan"])
     parser.add_argument("--trim", type=float, default=1 / 3, help="trimmed_mean: floor(trim x 6) = 2 per side")
-    parser.add_argument("--backdoor-rule", default="median")
+    parser.add_argument(
+        "--backdoor-rule", default="median", help="the defence against the backdoor; none: no backdoor runs"
+    )
     parser.add_argument("--membership-samples", type=int, default=200)
     parser.add_argument("--inversion-samples", type=int, default=16)
     parser.add_argument("--activation-clip", type=float, default=40.0)
