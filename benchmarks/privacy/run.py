@@ -107,6 +107,16 @@ def _refusal(rule: str, clients: int, byzantine: int) -> str | None:
     return None
 
 
+def _rule_flags(rule: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The aggregator and what it needs: trimmed_mean its trim, normbound its clipping bound."""
+    flags: dict[str, Any] = {"security.aggregator": rule}
+    if rule == "trimmed_mean":
+        flags["security.trim"] = args.trim
+    if rule == "normbound":
+        flags["privacy.dp_clip"] = args.dp_clip
+    return flags
+
+
 def part_robust(common: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     base = {**common, "scheme": "fl", "security.byzantine": 2}
     attack = {"security.malicious_fraction": args.malicious_fraction}
@@ -116,11 +126,7 @@ def part_robust(common: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     rows["none/fedavg"] = _summary(clean)
     for name in args.attacks:
         for rule in args.aggregators:
-            flags = {**base, **attack, "security.attack": name, "security.aggregator": rule}
-            if rule == "trimmed_mean":
-                flags["security.trim"] = args.trim
-            if rule == "normbound":
-                flags["privacy.dp_clip"] = args.dp_clip
+            flags = {**base, **attack, **_rule_flags(rule, args), "security.attack": name}
             report = _run(args.out / "robust" / f"{name}-{rule}", flags, args.reuse)
             row = _summary(report)
             if "refused" not in report:
@@ -129,9 +135,7 @@ def part_robust(common: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             rows[f"{name}/{rule}"] = row
     backdoor: dict[str, Any] = {}
     for rule in [] if args.backdoor_rule == "none" else ["fedavg", args.backdoor_rule]:
-        flags = {**base, **attack, "security.attack": "backdoor", "security.aggregator": rule}
-        if rule == "trimmed_mean":
-            flags["security.trim"] = args.trim
+        flags = {**base, **attack, **_rule_flags(rule, args), "security.attack": "backdoor"}
         report = _run(args.out / "robust" / f"backdoor-{rule}", flags, args.reuse)
         row = _summary(report)
         if "refused" not in report:

@@ -25,6 +25,7 @@ from fleettune.models.adapters import AdapterState
 from fleettune.privacy.secagg import (
     AdvertiseKeys,
     ClientMessage,
+    FixedPoint,
     MaskedInput,
     SecAggConfig,
     SecAggError,
@@ -102,8 +103,12 @@ class _SecureRun:
         """Run the groups' protocol instances phase by phase (every group's masked inputs are in before any group
         unmasks, so a device that leaves after masking is in every sum); per group, the devices whose inputs are in
         its sum and the sum. SecAggError: the aggregation aborts."""
-        servers = {g.index: SecAggServer(self._config(g)) for g in groups}
-        setups = {g.index: self._setups(g) for g in groups}
+        summer = self.c.policy.secure
+        assert summer is not None
+        codecs = {g.index: summer.spec.codec(len(g.clients)) for g in groups}
+        self.resolution = max(codec.resolution for codec in codecs.values())
+        servers = {g.index: SecAggServer(self._config(g, codecs[g.index])) for g in groups}
+        setups = {g.index: self._setups(g, codecs[g.index]) for g in groups}
         members = {g.index: [m for m in self.roster if m.id in g.clients] for g in groups}
         replies: dict[int, Mapping[str, bytes]] = {g.index: {} for g in groups}
         steps: list[tuple[str, Parse, Callable[[SecAggServer], Mapping[str, bytes] | bytes]]] = [
@@ -130,19 +135,13 @@ class _SecureRun:
             for g, o in zip(groups, opened, strict=True)
         ]
 
-    def _config(self, group: SumGroup) -> SecAggConfig:
-        summer = self.c.policy.secure
-        assert summer is not None
-        codec = summer.spec.codec(len(group.clients))
-        self.resolution = max(self.resolution, codec.resolution)
+    def _config(self, group: SumGroup, codec: FixedPoint) -> SecAggConfig:
         name = aggregation_id(self.round_index, group.index)
         return SecAggConfig(group.clients, group.threshold, group.size, codec, name)
 
-    def _setups(self, group: SumGroup) -> dict[str, str]:
+    def _setups(self, group: SumGroup, codec: FixedPoint) -> dict[str, str]:
         """What each of the group's devices is told in the advertise phase (its own weight included)."""
-        spec, summer = self.c.policy.spec, self.c.policy.secure
-        assert summer is not None
-        codec = summer.spec.codec(len(group.clients))
+        spec = self.c.policy.spec
         scales = {m.id: s for m, s in zip(self.roster, self.weights.scales, strict=True)}
         return {
             client: SecureRound(
