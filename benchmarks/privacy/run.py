@@ -7,7 +7,7 @@ seed 0), one report per run in --out/PART/NAME plus PART.json and results.json:
 
 - `dp`: `fl` accuracy without DP and at a few `--dp-target-epsilon` values (same rounds for all);
 - `robust`: `fl` with ceil(0.2 x 6) = 2 malicious clients, `label_flip` and `scale`, per aggregator (rules that
-  refuse six clients with two Byzantine are recorded as refused), plus `backdoor` with FedAvg and a robust rule;
+  refuse six clients with two Byzantine are recorded as refused), plus `backdoor` with FedAvg and the defences;
 - `leakage`: membership-inference AUC of one `fl` run; token recovery of the cut-activation inversion in `mesfl`
   without and with activation protection, and the accuracy of each;
 - `secagg`: `fl` and `mesfl` with and without `--secure-aggregation`: bytes per client and virtual time per round.
@@ -134,7 +134,7 @@ def part_robust(common: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                 row["accuracy_drop_vs_clean"] = rows["none/fedavg"]["accuracy"] - row["accuracy"]
             rows[f"{name}/{rule}"] = row
     backdoor: dict[str, Any] = {}
-    for rule in [] if args.backdoor_rule == "none" else ["fedavg", args.backdoor_rule]:
+    for rule in ["fedavg", *args.backdoor_rules] if args.backdoor_rules else []:
         flags = {**base, **attack, **_rule_flags(rule, args), "security.attack": "backdoor"}
         report = _run(args.out / "robust" / f"backdoor-{rule}", flags, args.reuse)
         row = _summary(report)
@@ -251,7 +251,10 @@ def main() -> None:
     parser.add_argument("--refusal-checks", type=lambda s: s.split(","), default=["krum", "multikrum", "bulyan"])
     parser.add_argument("--trim", type=float, default=1 / 3, help="trimmed_mean: floor(trim x 6) = 2 per side")
     parser.add_argument(
-        "--backdoor-rule", default="median", help="the defence against the backdoor; none: no backdoor runs"
+        "--backdoor-rules",
+        type=lambda s: [r for r in s.split(",") if r and r != "none"],
+        default=["median", "flame"],
+        help="the defences run against the backdoor beside fedavg; none: no backdoor runs",
     )
     parser.add_argument("--membership-samples", type=int, default=200)
     parser.add_argument("--inversion-samples", type=int, default=16)

@@ -161,6 +161,7 @@ class SecuritySettings(BaseModel):
     aggregator: str = "fedavg"
     byzantine: int = Field(0, ge=0)  # f: attackers Krum, Multi-Krum and Bulyan assume
     trim: float = Field(0.1, ge=0, lt=0.5)  # fraction trimmed_mean drops on each side
+    flame_noise: float = Field(0.001, ge=0, allow_inf_nan=False)  # flame's lambda: noise std / median update norm
     attack: str = "none"
     attack_scale: float = 10.0  # the factor `scale` multiplies malicious updates by
     malicious_fraction: float = 0.0  # ceil(fraction x clients) clients attack

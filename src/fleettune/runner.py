@@ -295,7 +295,9 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     attack = None
     if security.attack in UPDATE_ATTACKS:
         attack = UpdateAttack(security.attack, frozenset(malicious), security.attack_scale)
-    spec = PolicySpec(security.aggregator, security.byzantine, security.trim, dp, attack, malicious)
+    spec = PolicySpec(
+        security.aggregator, security.byzantine, security.trim, dp, attack, malicious, flame_noise=security.flame_noise
+    )
     spec.check_count(per_round)
     return spec
 

@@ -85,6 +85,24 @@ def test_robust_rule_runs_on_clipped_poisoned_updates() -> None:
     assert "b" not in note.selected and len(note.selected) == 1
 
 
+def test_flame_noise_comes_from_the_run_generator_and_its_note_names_the_kept_clients() -> None:
+    previous, views = _states()
+    # Every client moves the same way plus a little of its own; flipping b and d makes them point away.
+    common = {k: torch.ones_like(v) for k, v in previous.items()}
+    views = [{k: v[k] + common[k] for k in v} for v in views]
+    attack = UpdateAttack("sign_flip", frozenset({"b", "d"}))
+    spec = PolicySpec(aggregator="flame", attack=attack, malicious=("b", "d"), flame_noise=0.5)
+    policy = _policy(spec, seed=7)
+    out = policy.combine(previous, views, CLIENTS, COUNTS, 0)
+    updates = [policy.client_update(previous, view, client) for view, client in zip(views, CLIENTS, strict=True)]
+    result = make_aggregator("flame", noise=0.5).aggregate(updates, sample_weights(COUNTS))
+    assert result.noise_std > 0
+    noisy = _policy(PolicySpec(), seed=7).noised(result.state, result.noise_std)
+    assert all(torch.equal(out[k], (previous[k].double() + noisy[k]).float()) for k in previous)
+    (note,) = policy.notes
+    assert note.selected == ("a", "c", "e")
+
+
 def test_sign_flip_negates_only_malicious_updates() -> None:
     attack = UpdateAttack("sign_flip", frozenset({"x"}))
     update = {"w": torch.tensor([1.0, -2.0])}

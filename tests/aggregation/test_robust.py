@@ -7,9 +7,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleettune.aggregation.clustering import cosine_distances, majority_cluster
 from fleettune.aggregation.robust import (
     AGGREGATORS,
     Bulyan,
+    Flame,
     Krum,
     flatten_updates,
     make_aggregator,
@@ -17,7 +19,7 @@ from fleettune.aggregation.robust import (
 )
 from fleettune.errors import ConfigError, InputError
 
-NAMES = ["bulyan", "fedavg", "krum", "median", "multikrum", "normbound", "trimmed_mean"]
+NAMES = ["bulyan", "fedavg", "flame", "krum", "median", "multikrum", "normbound", "trimmed_mean"]
 
 
 def scalars(values: list[float]) -> list[dict[str, torch.Tensor]]:
@@ -139,6 +141,29 @@ def test_clip_applies_before_any_rule() -> None:
     assert result.state["v"].item() == 0.5
 
 
+def test_flame_golden() -> None:
+    # Four updates along +x (norms 1, 2, 3, 4) and two along +y (norms 10, 10): the +y pair is no majority and
+    # is dropped. The median norm of all six is (3 + 4) / 2 = 3.5, so the kept 4 is clipped to 3.5 and the mean
+    # of 1, 2, 3, 3.5 along x is 2.375; the noise asked for is lambda x 3.5.
+    rows = [[1.0, 0.0], [0.0, 10.0], [2.0, 0.0], [3.0, 0.0], [0.0, 10.0], [4.0, 0.0]]
+    updates = [{"v": torch.tensor(r, dtype=torch.float64)} for r in rows]
+    result = Flame(noise=0.01).aggregate(updates, [1.0, 9.0, 1.0, 1.0, 9.0, 1.0])
+    assert result.selected == (0, 2, 3, 5)
+    assert result.state["v"].tolist() == [2.375, 0.0]
+    assert result.noise_std == pytest.approx(0.035, abs=1e-15)
+
+
+def test_cosine_distances_golden_and_zero_rows() -> None:
+    matrix = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    expected = [[0, 1, 2, 1], [1, 0, 1, 1], [2, 1, 0, 1], [1, 1, 1, 0]]
+    assert cosine_distances(matrix).tolist() == expected
+
+
+def test_majority_cluster_keeps_everything_when_there_is_no_majority_to_find() -> None:
+    assert majority_cluster(torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)) == [0, 1]
+    assert majority_cluster(torch.zeros(5, 3, dtype=torch.float64)) == [0, 1, 2, 3, 4]
+
+
 def test_flatten_round_trip_keeps_shapes_dtypes_and_key_order() -> None:
     state = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a": torch.tensor([7.0], dtype=torch.float16)}
     matrix, layout = flatten_updates([state])
@@ -199,6 +224,51 @@ def test_bulyan_stays_within_the_honest_range(case: tuple[torch.Tensor, list[int
     assert within_honest_range(as_vector(result.state), matrix, honest)
 
 
+@st.composite
+def backdoored(draw: st.DrawFn) -> tuple[torch.Tensor, list[int]]:
+    """(matrix, honest row indices): honest rows within a few degrees of one direction, any norms in [0.1, 10],
+    and fewer attackers than honest rows pointing at least 90 degrees away from it, norms in [0.1, 100]."""
+    d = draw(st.integers(3, 6))
+    f = draw(st.integers(0, 3))
+    honest_count = draw(st.integers(f + 1, f + 4))
+    base = torch.zeros(d, dtype=torch.float64)
+    base[0] = 1.0
+    wobble = st.floats(-0.02, 0.02)
+    honest = [
+        draw(st.floats(0.1, 10)) * (base + torch.tensor([0.0] + [draw(wobble) for _ in range(d - 1)]))
+        for _ in range(honest_count)
+    ]
+    attackers = []
+    for _ in range(f):
+        direction = torch.tensor([draw(st.floats(-1, 0))] + [draw(st.floats(-1, 1)) for _ in range(d - 1)])
+        if float(torch.linalg.vector_norm(direction[1:])) < 0.1:
+            direction[1] = 1.0
+        attackers.append(draw(st.floats(0.1, 100)) * direction / torch.linalg.vector_norm(direction))
+    order = draw(st.permutations(range(honest_count + f)))
+    rows = [(honest + attackers)[i] for i in order]
+    return torch.stack(rows).to(torch.float64), [pos for pos, i in enumerate(order) if i < honest_count]
+
+
+@given(backdoored())
+def test_flame_keeps_a_majority_of_honest_updates_only_and_bounds_the_result(
+    case: tuple[torch.Tensor, list[int]],
+) -> None:
+    # HDBSCAN's densities are relative: even among honest rows a few degrees apart it may call the loneliest an
+    # outlier, so what is promised is a majority of the rows, all honest, not every honest row.
+    matrix, honest = case
+    n = len(matrix)
+    result = Flame().aggregate([{"v": row} for row in matrix], [1.0] * n)
+    if n < 3:  # no majority to find: every row is kept
+        assert list(result.selected) == list(range(n))
+    else:
+        assert set(result.selected) <= set(honest) and len(result.selected) >= n // 2 + 1
+    median = float(torch.linalg.vector_norm(matrix, dim=1).median()) if len(matrix) % 2 else None
+    norm = float(torch.linalg.vector_norm(result.state["v"]))
+    assert norm <= float(torch.linalg.vector_norm(matrix, dim=1).max()) * (1 + 1e-9)
+    if median is not None:
+        assert norm <= median * (1 + 1e-9)
+
+
 @given(
     st.lists(st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3), min_size=2, max_size=6),
     st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
@@ -238,7 +308,7 @@ def test_equal_inputs_without_attackers_give_the_input(values: list[float], n: i
 
 def test_every_rule_is_registered() -> None:
     assert AGGREGATORS.names() == NAMES
-    with pytest.raises(InputError, match="expected one of: bulyan, fedavg"):
+    with pytest.raises(InputError, match="expected one of: bulyan, fedavg, flame"):
         make_aggregator("mean")
 
 
@@ -270,6 +340,8 @@ def test_too_many_attackers_for_the_fleet_is_a_config_error(
         ("bulyan", {"byzantine": 1.5}),
         ("multikrum", {"multi": 0}),
         ("krum", {"multi": 3}),
+        ("flame", {"noise": -0.1}),
+        ("flame", {"noise": float("nan")}),
     ],
 )
 def test_bad_parameters_are_config_errors(name: str, params: dict[str, float]) -> None:

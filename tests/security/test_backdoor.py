@@ -16,6 +16,7 @@ from fleettune.runner import execute, prepare
 from fleettune.security.attacks import DataAttack
 from fleettune.security.backdoor import (
     attack_success,
+    flip_rate,
     insert_trigger,
     poison,
     poisoned_count,
@@ -84,6 +85,9 @@ def test_attack_success_rate_on_a_hand_built_case() -> None:
 
     result = attack_success(logits, test, TRIGGER, 0, 0.5, batches)
     assert (result.success_rate, result.clean_target_rate, result.test_samples) == (0.75, 0.25, 4)
+    # Without the trigger "eeeee" already goes to the target; of the other three the trigger flips ccc and dddd.
+    assert (result.flip_rate, result.flip_samples) == (pytest.approx(2 / 3), 3)
+    assert flip_rate(np.array([0, 0]), np.array([0, 0]), 0) == (0.0, 0)
     assert target_rate(np.array([1, 1, 0]), 1) == pytest.approx(2 / 3) and target_rate(np.array([]), 0) == 0.0
 
 
@@ -101,6 +105,7 @@ def test_a_backdoor_run_reports_its_success_rate(tiny_model_dir: Path, tiny_data
     backdoor = report["security"]["backdoor"]
     assert backdoor["trigger"] == TRIGGER and backdoor["target"] == 2 and backdoor["test_samples"] == 20
     assert 0.0 <= backdoor["success_rate"] <= 1.0 and 0.0 <= backdoor["clean_target_rate"] <= 1.0
+    assert 0.0 <= backdoor["flip_rate"] <= 1.0 and backdoor["flip_samples"] <= 20
     assert report["privacy"]["membership"] is None and report["privacy"]["inversion"] is None
 
 

@@ -7,7 +7,8 @@ DP, no update attack) that is exactly `fedavg` of the adapters, the path runs al
 1. updates: each client's adapter minus the previous global adapter (float64);
 2. attack: malicious clients' updates multiplied by the attack scale (`scale`) or negated (`sign_flip`);
 3. clip (when `dp_clip` is set): each update scaled to L2 norm at most C over all its tensors;
-4. rule: the weighted mean of the updates (FedAvg), or the robust rule (which ignores the weights);
+4. rule: the weighted mean of the updates (FedAvg), or the robust rule (which ignores the weights); a rule that
+   asks for noise of its own (`flame`: lambda times the median update norm) gets it here, from the run's generator;
 5. noise (when DP is on): Gaussian noise of standard deviation sigma * C / D per coordinate, D the mean's
    denominator (sum of w_i / max w for the mean, the number of updates for robust rules);
 6. the new global adapter is the previous one plus the result, and the privacy accountant takes one step.
@@ -36,7 +37,7 @@ from fleettune.security.attacks import UpdateAttack
 
 AdapterState = dict[str, torch.Tensor]
 
-SELECTING_RULES = ("krum", "multikrum", "bulyan")  # rules that keep some updates and drop the rest
+SELECTING_RULES = ("krum", "multikrum", "bulyan", "flame")  # rules that keep some updates and drop the rest
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class PolicySpec:
     attack: UpdateAttack | None = None
     malicious: tuple[str, ...] = ()  # every malicious client, whatever its attack (for reports)
     secure: SecAggSpec | None = None  # the weighted sum through secure aggregation
+    flame_noise: float = 0.001  # flame's lambda: its noise std is lambda x the median update norm
 
     @property
     def plain(self) -> bool:
@@ -77,6 +79,7 @@ class PolicySpec:
             byzantine=self.byzantine,
             trim=self.trim,
             clip=clip if self.aggregator == "normbound" else None,
+            noise=self.flame_noise,
         )
 
     def check_count(self, updates: int) -> None:
@@ -150,11 +153,16 @@ class AggregationPolicy:
             step = result.state
             if self.spec.aggregator in SELECTING_RULES:
                 selected = tuple(clients[i] for i in result.selected)
+            if result.noise_std > 0:
+                step = self.noised(step, result.noise_std)
             if dp is not None and sigma > 0:
-                spread = sigma * dp.clip / len(updates)
-                step = {key: value + spread * gaussian_like(value, self.generator) for key, value in step.items()}
+                step = self.noised(step, sigma * dp.clip / len(updates))
         self.close(round_index, clients, selected)
         return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+
+    def noised(self, step: AdapterState, std: float) -> AdapterState:
+        """The step plus Gaussian noise of standard deviation `std` per coordinate, from the run's generator."""
+        return {key: value + std * gaussian_like(value, self.generator) for key, value in step.items()}
 
     def close(self, round_index: int, clients: Sequence[str], selected: tuple[str, ...] | None = None) -> None:
         """One aggregation beyond FedAvg took place: the accountant steps, the report notes who sent."""

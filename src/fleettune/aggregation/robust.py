@@ -1,4 +1,5 @@
-"""Byzantine-robust aggregation of client updates: Krum, Multi-Krum, median, trimmed mean, Bulyan, norm bounding.
+"""Byzantine-robust aggregation of client updates: Krum, Multi-Krum, median, trimmed mean, Bulyan, norm bounding,
+and FLAME against backdoors.
 
 A rule sees each client's update (adapter state, ideally the difference to the global adapter) as one flat
 float64 vector: the tensors concatenated in the key order of the first update. It combines the matrix of
@@ -10,7 +11,9 @@ rules that average: `fedavg`, `normbound` and `multikrum` (a weighted mean of th
 median, trimmed mean and Bulyan ignore them on purpose: a Byzantine client could claim a huge sample count.
 
 Pick a rule by name with `make_aggregator`; `Aggregator.aggregate` also says which updates were used
-(`AggregationResult.selected`) and which were clipped, for reports.
+(`AggregationResult.selected`) and which were clipped, for reports. A rule that wants Gaussian noise on its
+result (FLAME) says how much in `AggregationResult.noise_std`; the caller draws it from the run's generator, so
+the rules themselves stay deterministic.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Protocol
 
 import torch
 
+from fleettune.aggregation.clustering import majority_cluster
 from fleettune.errors import ConfigError
 from fleettune.registry import Registry
 
@@ -190,6 +194,11 @@ def _check_trim(trim: float) -> None:
         raise ConfigError(f"trim (the fraction dropped on each side) must be in [0, 0.5), got {trim}")
 
 
+def _check_noise_factor(noise: float) -> None:
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ConfigError(f"flame_noise (the noise factor lambda) must be finite and >= 0, got {noise}")
+
+
 def _check_clip(clip: float | None) -> None:
     if clip is not None and not clip > 0:
         raise ConfigError(f"clip (the update norm bound) must be > 0, got {clip}")
@@ -202,11 +211,13 @@ def _check_clip(clip: float | None) -> None:
 
 @dataclass(frozen=True)
 class AggregationResult:
-    """The aggregate, the indices of the updates it was built from, and those whose norm was clipped."""
+    """The aggregate, the indices of the updates it was built from, those whose norm was clipped, and the
+    standard deviation of the Gaussian noise the rule asks the caller to add to every coordinate (0: none)."""
 
     state: AdapterState
     selected: tuple[int, ...]
     clipped: tuple[int, ...] = ()
+    noise_std: float = 0.0
 
 
 class Aggregator(Protocol):
@@ -217,10 +228,21 @@ class Aggregator(Protocol):
     def aggregate(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> AggregationResult: ...
 
 
-class AggregatorFactory(Protocol):
-    """Builds an aggregator from the shared parameters; each rule reads the ones it needs and ignores the rest."""
+@dataclass(frozen=True)
+class RuleParams:
+    """The parameters rules share; each rule reads the ones it needs and ignores the rest."""
 
-    def __call__(self, *, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator: ...
+    byzantine: int = 0  # attackers tolerated (krum, multikrum, bulyan)
+    trim: float = 0.1  # fraction dropped per side (trimmed_mean)
+    clip: float | None = None  # L2 bound applied to every update first (required by normbound)
+    multi: int | None = None  # updates kept by multikrum (None: n - byzantine)
+    noise: float = 0.001  # flame's lambda: noise std = lambda x the median update norm
+
+
+class AggregatorFactory(Protocol):
+    """Builds an aggregator from the shared parameters."""
+
+    def __call__(self, params: RuleParams) -> Aggregator: ...
 
 
 class VectorRule:
@@ -242,7 +264,11 @@ class VectorRule:
             vectors, norms = clip_rows(vectors, self.clip)
             clipped = tuple(int(i) for i in torch.nonzero(norms > self.clip).flatten())
         vector, used = self.combine(vectors, w)
-        return AggregationResult(unflatten_update(vector, layout), tuple(used), clipped)
+        return AggregationResult(unflatten_update(vector, layout), tuple(used), clipped, self.noise_std(vectors))
+
+    def noise_std(self, vectors: torch.Tensor) -> float:
+        """The noise the caller should add per coordinate of the aggregate of these (clipped) rows."""
+        return 0.0
 
     def __call__(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:
         return self.aggregate(updates, weights).state
@@ -327,6 +353,43 @@ class Bulyan(VectorRule):
         return bulyan(vectors, self.byzantine)
 
 
+class Flame(VectorRule):
+    """FLAME (Nguyen et al., USENIX Security 2022): keep the updates in the majority cluster of their cosine
+    distances (`majority_cluster`), clip each kept update to S, the median L2 norm of all the updates, average the
+    kept ones, and ask for Gaussian noise of standard deviation `noise` x S per coordinate.
+
+    Clustering drops updates that point elsewhere (a backdoor's), clipping to the median bounds what any update
+    that slips through can add, and the noise washes out what is left of it. The mean is unweighted, as in the
+    paper: a client's claimed sample count would otherwise buy influence. `noise` is FLAME's lambda (the paper
+    uses 0.001 for language models and 0.01 for images).
+    """
+
+    def __init__(self, *, noise: float = 0.001, clip: float | None = None) -> None:
+        super().__init__(clip=clip)
+        _check_noise_factor(noise)
+        self.noise = noise
+
+    def select(self, vectors: torch.Tensor) -> list[int]:
+        return majority_cluster(vectors)
+
+    def combine(self, vectors: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        kept = self.select(vectors)
+        bound = median_norm(vectors)
+        if bound > 0:
+            clipped, _ = clip_rows(vectors[kept], bound)
+        else:
+            clipped = torch.zeros_like(vectors[kept])
+        return clipped.mean(dim=0), kept
+
+    def noise_std(self, vectors: torch.Tensor) -> float:
+        return self.noise * median_norm(vectors)
+
+
+def median_norm(vectors: torch.Tensor) -> float:
+    """The median of the rows' L2 norms (the mean of the two middle ones when n is even)."""
+    return float(coordinate_median(torch.linalg.vector_norm(vectors, dim=1).unsqueeze(1))[0])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------------------------
@@ -335,49 +398,55 @@ AGGREGATORS: Registry[AggregatorFactory] = Registry("aggregator")
 
 
 @AGGREGATORS.register("fedavg")
-def _fedavg(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    return WeightedMean(clip=clip)
+def _fedavg(params: RuleParams) -> Aggregator:
+    return WeightedMean(clip=params.clip)
 
 
 @AGGREGATORS.register("normbound")
-def _normbound(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    return NormBound(clip=clip)
+def _normbound(params: RuleParams) -> Aggregator:
+    return NormBound(clip=params.clip)
 
 
 @AGGREGATORS.register("krum")
-def _krum(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    if multi is not None and multi != 1:
-        raise ConfigError(f"krum keeps one update; for multi={multi} use the multikrum aggregator")
-    return Krum(byzantine=byzantine, multi=1, clip=clip)
+def _krum(params: RuleParams) -> Aggregator:
+    if params.multi is not None and params.multi != 1:
+        raise ConfigError(f"krum keeps one update; for multi={params.multi} use the multikrum aggregator")
+    return Krum(byzantine=params.byzantine, multi=1, clip=params.clip)
 
 
 @AGGREGATORS.register("multikrum")
-def _multikrum(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    return Krum(byzantine=byzantine, multi=multi, clip=clip)
+def _multikrum(params: RuleParams) -> Aggregator:
+    return Krum(byzantine=params.byzantine, multi=params.multi, clip=params.clip)
 
 
 @AGGREGATORS.register("median")
-def _median(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    return Median(clip=clip)
+def _median(params: RuleParams) -> Aggregator:
+    return Median(clip=params.clip)
 
 
 @AGGREGATORS.register("trimmed_mean")
-def _trimmed_mean(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    return TrimmedMean(trim=trim, clip=clip)
+def _trimmed_mean(params: RuleParams) -> Aggregator:
+    return TrimmedMean(trim=params.trim, clip=params.clip)
 
 
 @AGGREGATORS.register("bulyan")
-def _bulyan(*, byzantine: int, trim: float, clip: float | None, multi: int | None) -> Aggregator:
-    return Bulyan(byzantine=byzantine, clip=clip)
+def _bulyan(params: RuleParams) -> Aggregator:
+    return Bulyan(byzantine=params.byzantine, clip=params.clip)
+
+
+@AGGREGATORS.register("flame")
+def _flame(params: RuleParams) -> Aggregator:
+    return Flame(noise=params.noise, clip=params.clip)
 
 
 def make_aggregator(
-    name: str, *, byzantine: int = 0, trim: float = 0.1, clip: float | None = None, multi: int | None = None
+    name: str,
+    *,
+    byzantine: int = 0,
+    trim: float = 0.1,
+    clip: float | None = None,
+    multi: int | None = None,
+    noise: float = 0.001,
 ) -> Aggregator:
-    """The aggregator registered as `name`, built with the parameters it uses.
-
-    byzantine: attackers tolerated (krum, multikrum, bulyan); trim: fraction dropped per side (trimmed_mean);
-    clip: L2 bound applied to every update first (required by normbound, optional elsewhere); multi: updates
-    kept by multikrum (None: n - byzantine).
-    """
-    return AGGREGATORS.get(name)(byzantine=byzantine, trim=trim, clip=clip, multi=multi)
+    """The aggregator registered as `name`, built with the parameters it uses (see `RuleParams`)."""
+    return AGGREGATORS.get(name)(RuleParams(byzantine, trim, clip, multi, noise))

@@ -75,6 +75,7 @@ def security_section(config: RunConfig, spec: PolicySpec, notes: list[Aggregatio
         "aggregator": security.aggregator,
         "byzantine": security.byzantine,
         "trim": security.trim,
+        "flame_noise": security.flame_noise,
         "attack": security.attack,
         "attack_scale": security.attack_scale,
         "malicious_clients": list(spec.malicious),

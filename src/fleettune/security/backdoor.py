@@ -47,6 +47,17 @@ def target_rate(predictions: np.ndarray, target: int) -> float:
     return float(np.mean(predictions == target)) if len(predictions) else 0.0
 
 
+def flip_rate(with_trigger: np.ndarray, without: np.ndarray, target: int) -> tuple[float, int]:
+    """Of the texts not predicted `target` without the trigger, the share predicted `target` with it, and how many
+    such texts there are (rate 0 when there are none): what the trigger itself does, with the texts the model
+    already sends to the target left out."""
+    if with_trigger.shape != without.shape:
+        raise ValueError(f"need one prediction per text both ways, got {with_trigger.shape} and {without.shape}")
+    eligible = without != target
+    count = int(eligible.sum())
+    return (float(np.mean(with_trigger[eligible] == target)) if count else 0.0), count
+
+
 @dataclass(frozen=True)
 class BackdoorResult:
     trigger: str
@@ -55,6 +66,8 @@ class BackdoorResult:
     success_rate: float  # triggered non-target test texts classified as the target
     clean_target_rate: float  # the same texts without the trigger classified as the target
     test_samples: int
+    flip_rate: float  # of those not classified as the target without the trigger, the share that are with it
+    flip_samples: int  # how many texts `flip_rate` is over
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -64,6 +77,8 @@ class BackdoorResult:
             "success_rate": self.success_rate,
             "clean_target_rate": self.clean_target_rate,
             "test_samples": self.test_samples,
+            "flip_rate": self.flip_rate,
+            "flip_samples": self.flip_samples,
         }
 
 
@@ -76,7 +91,17 @@ def attack_success(
     batches: Callable[[Split], Iterable[Batch]],
 ) -> BackdoorResult:
     """Attack success rate of the model behind `logits_fn` on `test` (`batches` gives a split's evaluation
-    batches), with the rate on the same texts without the trigger beside it."""
+    batches), with the rate on the same texts without the trigger and the trigger's flip rate beside it."""
     clean, poisoned = triggered(test, trigger, target)
-    rates = [target_rate(predict(logits_fn, batches(split))[0], target) for split in (poisoned, clean)]
-    return BackdoorResult(trigger, target, fraction, rates[0], rates[1], len(clean))
+    with_trigger, without = (predict(logits_fn, batches(split))[0] for split in (poisoned, clean))
+    flips, eligible = flip_rate(with_trigger, without, target)
+    return BackdoorResult(
+        trigger,
+        target,
+        fraction,
+        target_rate(with_trigger, target),
+        target_rate(without, target),
+        len(clean),
+        flips,
+        eligible,
+    )
