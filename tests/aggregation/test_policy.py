@@ -103,6 +103,20 @@ def test_flame_noise_comes_from_the_run_generator_and_its_note_names_the_kept_cl
     assert note.selected == ("a", "c", "e")
 
 
+def test_foolsgold_remembers_clients_across_aggregations_and_its_state_is_the_policys() -> None:
+    previous, views = _states()
+    policy = _policy(PolicySpec(aggregator="foolsgold"))
+    policy.combine(previous, views, CLIENTS, COUNTS, 0)
+    policy.combine(previous, views[:3], CLIENTS[:3], COUNTS[:3], 1)
+    state = policy.rule_state()
+    assert sorted(state) == CLIENTS
+    updates = [policy.client_update(previous, v, c) for v, c in zip(views, CLIENTS, strict=True)]
+    flat = [torch.cat([u["w"].reshape(-1), u["b"]]) for u in updates]
+    assert torch.equal(state["a"], 2 * flat[0]) and torch.equal(state["e"], flat[4])
+    with pytest.raises(ValueError, match="keeps no rule state"):
+        _policy(PolicySpec()).restore_rule(state)
+
+
 def test_sign_flip_negates_only_malicious_updates() -> None:
     attack = UpdateAttack("sign_flip", frozenset({"x"}))
     update = {"w": torch.tensor([1.0, -2.0])}

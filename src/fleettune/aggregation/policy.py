@@ -37,7 +37,8 @@ from fleettune.security.attacks import UpdateAttack
 
 AdapterState = dict[str, torch.Tensor]
 
-SELECTING_RULES = ("krum", "multikrum", "bulyan", "flame")  # rules that keep some updates and drop the rest
+# rules that keep some updates and drop the rest (foolsgold: those it gives a weight above zero)
+SELECTING_RULES = ("krum", "multikrum", "bulyan", "flame", "foolsgold")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class AggregationPolicy:
         if dp is not None and self.spec.aggregator == "fedavg":
             step = noisy_aggregate(updates, dp.clip, sigma, self.generator, weights)
         else:
-            result = self._rule.aggregate(updates, weights)
+            result = self._rule.aggregate(updates, weights, clients)
             step = result.state
             if self.spec.aggregator in SELECTING_RULES:
                 selected = tuple(clients[i] for i in result.selected)
@@ -159,6 +160,16 @@ class AggregationPolicy:
                 step = self.noised(step, sigma * dp.clip / len(updates))
         self.close(round_index, clients, selected)
         return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+
+    def rule_state(self) -> dict[str, torch.Tensor]:
+        """What the rule remembers between aggregations (FoolsGold's histories), for checkpoints."""
+        return {} if self._rule is None else self._rule.state()
+
+    def restore_rule(self, state: dict[str, torch.Tensor]) -> None:
+        if self._rule is not None:
+            self._rule.restore(state)
+        elif state:
+            raise ValueError("a FedAvg policy keeps no rule state")
 
     def noised(self, step: AdapterState, std: float) -> AdapterState:
         """The step plus Gaussian noise of standard deviation `std` per coordinate, from the run's generator."""

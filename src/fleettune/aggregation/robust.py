@@ -1,5 +1,5 @@
 """Byzantine-robust aggregation of client updates: Krum, Multi-Krum, median, trimmed mean, Bulyan, norm bounding,
-and FLAME against backdoors.
+and FLAME against backdoors (FoolsGold, in `fleettune.aggregation.foolsgold`, registers here too).
 
 A rule sees each client's update (adapter state, ideally the difference to the global adapter) as one flat
 float64 vector: the tensors concatenated in the key order of the first update. It combines the matrix of
@@ -221,11 +221,21 @@ class AggregationResult:
 
 
 class Aggregator(Protocol):
-    """Combines client updates into one; `aggregate` also reports which updates were used."""
+    """Combines client updates into one; `aggregate` also reports which updates were used.
+
+    `clients` names the senders, for rules that remember clients across aggregations (FoolsGold); such a rule
+    keeps what it remembers in `state()` (tensors by name) and takes it back with `restore`, for checkpoints.
+    """
 
     def __call__(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState: ...
 
-    def aggregate(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> AggregationResult: ...
+    def aggregate(
+        self, updates: Sequence[AdapterState], weights: Sequence[float], clients: Sequence[str] | None = None
+    ) -> AggregationResult: ...
+
+    def state(self) -> dict[str, torch.Tensor]: ...
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -256,7 +266,9 @@ class VectorRule:
         """The aggregate vector and the rows it used, from the (n, d) matrix and weights summing to one."""
         raise NotImplementedError
 
-    def aggregate(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> AggregationResult:
+    def aggregate(
+        self, updates: Sequence[AdapterState], weights: Sequence[float], clients: Sequence[str] | None = None
+    ) -> AggregationResult:
         vectors, layout = flatten_updates(updates)
         w = normalized_weights(weights, vectors.shape[0])
         clipped: tuple[int, ...] = ()
@@ -269,6 +281,14 @@ class VectorRule:
     def noise_std(self, vectors: torch.Tensor) -> float:
         """The noise the caller should add per coordinate of the aggregate of these (clipped) rows."""
         return 0.0
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What the rule remembers between aggregations (nothing, unless it says otherwise)."""
+        return {}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)[:3]}")
 
     def __call__(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:
         return self.aggregate(updates, weights).state

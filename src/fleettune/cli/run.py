@@ -61,7 +61,7 @@ def run(
     ] = None,
     dp_delta: Annotated[float | None, Opt("--dp-delta", help="DP delta (default 1e-5).")] = None,
     aggregator: Annotated[
-        str | None, Opt(help="fedavg, normbound, krum, multikrum, median, trimmed_mean, bulyan or flame.")
+        str | None, Opt(help="fedavg, normbound, krum, multikrum, median, trimmed_mean, bulyan, flame or foolsgold.")
     ] = None,
     attack: Annotated[str | None, Opt(help="none, label_flip, backdoor, scale or sign_flip (simulated).")] = None,
     malicious_fraction: Annotated[

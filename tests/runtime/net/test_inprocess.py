@@ -12,6 +12,7 @@ import torch
 from fleettune.config import build_config
 from fleettune.runner import execute, prepare
 from fleettune.runtime.ledger import ADAPTER, CUT, SETUP
+from fleettune.runtime.net import checkpoint
 from fleettune.runtime.net.coordinator import Coordinator, ServeOptions
 from fleettune.runtime.net.device import DeviceAgent
 from fleettune.runtime.net.driver import drive
@@ -130,3 +131,23 @@ def test_resuming_a_finished_run_trains_nothing_and_reports_it(
     again = drive(Coordinator(prepare(build_config(flags=flags)), options), resume=True)
     assert [r.round for r in again.history] == [1, 2]
     assert again.final.scores.accuracy == pytest.approx(done.final.scores.accuracy)
+
+
+def test_foolsgold_deployed_equals_simulated_and_its_histories_survive_a_checkpoint(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """A rule that remembers clients (FoolsGold) gives the deployed run the simulation's numbers, and a
+    resumed server gets the histories back from the checkpoint."""
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "fl", clients=4, rounds=2, **{"security.aggregator": "foolsgold"})
+    simulated = execute(prepare(build_config(flags=flags)))
+    options = ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=60.0, checkpoint_dir=tmp_path / "ckpt")
+    deployed = deploy(flags, tmp_path / "run", options=options)
+    assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
+    assert [a.selected for a in deployed.aggregations] == [a.selected for a in simulated.aggregations]
+    assert deployed.adapter is not None and simulated.adapter is not None
+    assert max(float((deployed.adapter[k] - v).abs().max()) for k, v in simulated.adapter.items()) < 1e-6
+    resumed = Coordinator(prepare(build_config(flags=flags)), options)
+    checkpoint.load(resumed, tmp_path / "ckpt")
+    histories = resumed.policy.rule_state()
+    assert sorted(histories) == sorted(c.id for c in resumed.setup.clients)
+    assert all(float(h.abs().max()) > 0 for h in histories.values())

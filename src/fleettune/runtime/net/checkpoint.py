@@ -2,9 +2,10 @@
 
 What a resumed server needs to go on as if it had not stopped: the global adapter (and each device's
 share to continue from), every device's server-side adapter with its optimizer state, the round and
-step counters, the aggregation policy's noise generator and privacy accountant, and what the report
-has gathered so far. Devices are not in it: after a restart each device joins again and receives the
-global adapter, so the rounds since the last aggregation are done again and none is applied twice.
+step counters, the aggregation policy's noise generator, privacy accountant and rule state (FoolsGold's
+histories), and what the report has gathered so far. Devices are not in it: after a restart each device
+joins again and receives the global adapter, so the rounds since the last aggregation are done again and
+none is applied twice.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def save(c: Coordinator, folder: Path, rounds_done: int) -> Path:
         "noise_generator": c.policy.generator.get_state(),
         "accountant_steps": accountant.steps if accountant is not None else 0,
         "notes": [asdict(n) for n in c.policy.notes],
+        "rule_state": c.policy.rule_state(),
         "secure_aggregation": None if c.policy.secure is None else asdict(c.policy.secure.totals),
         "history": [asdict(r) for r in c.history],
         "step_losses": list(c.step_losses),
@@ -87,6 +89,7 @@ def load(c: Coordinator, folder: Path) -> int:
         AggregationNote(n["round"], tuple(n["clients"]), None if n["selected"] is None else tuple(n["selected"]))
         for n in state["notes"]
     ]
+    c.policy.restore_rule(state.get("rule_state", {}))
     if c.policy.secure is not None and state.get("secure_aggregation") is not None:
         c.policy.secure.totals = SecAggTotals(**state["secure_aggregation"])
     c.history[:] = [_record(r) for r in state["history"]]
