@@ -108,12 +108,18 @@ def _refusal(rule: str, clients: int, byzantine: int) -> str | None:
 
 
 def _rule_flags(rule: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The aggregator and what it needs: trimmed_mean its trim, normbound its clipping bound."""
-    flags: dict[str, Any] = {"security.aggregator": rule}
-    if rule == "trimmed_mean":
+    """The aggregator and what it needs: trimmed_mean its trim, normbound its clipping bound. `RULE+clip` is the
+    rule on updates first clipped to --robust-clip (clipping only, no noise)."""
+    name, _, extra = rule.partition("+")
+    flags: dict[str, Any] = {"security.aggregator": name}
+    if name == "trimmed_mean":
         flags["security.trim"] = args.trim
-    if rule == "normbound":
+    if name == "normbound":
         flags["privacy.dp_clip"] = args.dp_clip
+    if extra == "clip":
+        flags["privacy.dp_clip"] = args.robust_clip
+    elif extra:
+        raise SystemExit(f"unknown aggregator option {extra!r} in {rule!r}; expected RULE or RULE+clip")
     return flags
 
 
@@ -250,10 +256,11 @@ def main() -> None:
     )
     parser.add_argument("--refusal-checks", type=lambda s: s.split(","), default=["krum", "multikrum", "bulyan"])
     parser.add_argument("--trim", type=float, default=1 / 3, help="trimmed_mean: floor(trim x 6) = 2 per side")
+    parser.add_argument("--robust-clip", type=float, default=3.0, help="the update norm bound of RULE+clip")
     parser.add_argument(
         "--backdoor-rules",
         type=lambda s: [r for r in s.split(",") if r and r != "none"],
-        default=["median", "flame"],
+        default=["median"],
         help="the defences run against the backdoor beside fedavg; none: no backdoor runs",
     )
     parser.add_argument("--membership-samples", type=int, default=200)

@@ -136,7 +136,7 @@ def test_flame_bounds_boosted_sign_flippers_and_reports_whom_it_kept(
     assert security["aggregator"] == "flame" and security["flame_noise"] == 0.001
 
 
-@pytest.mark.parametrize("rule", ["trimmed_mean", "flame"])
+@pytest.mark.parametrize("rule", ["trimmed_mean", "flame", "foolsgold"])
 def test_mesfl_equals_splitfed_with_dp_and_a_robust_rule(run_scheme: RunScheme, rule: str) -> None:
     options = {**DP, **SIGN_FLIP, "security__aggregator": rule, "security__trim": 0.2}
     mesfl = run_scheme("mesfl", rounds=3, clients=6, **options)
