@@ -72,32 +72,25 @@ class FoolsGold(VectorRule):
     def __init__(self, *, clip: float | None = None) -> None:
         super().__init__(clip=clip)
         self.histories: dict[str, torch.Tensor] = {}
-        self._clients: Sequence[str] | None = None
 
     def aggregate(
         self, updates: Sequence[AdapterState], weights: Sequence[float], clients: Sequence[str] | None = None
     ) -> AggregationResult:
         if clients is not None and len(clients) != len(updates):
             raise ValueError(f"need one client name per update, got {len(updates)} updates and {len(clients)} names")
-        self._clients = clients
-        try:
-            return super().aggregate(updates, weights, clients)
-        finally:
-            self._clients = None
-
-    def combine(self, vectors: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        if self._clients is None:
-            histories = vectors
-        else:
-            for client, row in zip(self._clients, vectors, strict=True):
-                past = self.histories.get(client)
-                self.histories[client] = row.clone() if past is None or past.shape != row.shape else past + row
-            histories = torch.stack([self.histories[c] for c in self._clients])
-        trust = foolsgold_weights(histories)
+        matrix = self.matrix(updates, weights)
+        trust = foolsgold_weights(matrix.vectors if clients is None else self.remember(matrix.vectors, clients))
         kept = [int(i) for i in torch.nonzero(trust > 0).flatten()]
         if not kept:
-            return torch.zeros(vectors.shape[1], dtype=vectors.dtype), []
-        return weighted_mean(vectors, trust), kept
+            return matrix.result(torch.zeros(matrix.vectors.shape[1], dtype=matrix.vectors.dtype), [])
+        return matrix.result(weighted_mean(matrix.vectors, trust), kept)
+
+    def remember(self, vectors: torch.Tensor, clients: Sequence[str]) -> torch.Tensor:
+        """Add each row to its client's history; the histories of these clients, in their order."""
+        for client, row in zip(clients, vectors, strict=True):
+            past = self.histories.get(client)
+            self.histories[client] = row.clone() if past is None or past.shape != row.shape else past + row
+        return torch.stack([self.histories[c] for c in clients])
 
     def state(self) -> dict[str, torch.Tensor]:
         return dict(self.histories)

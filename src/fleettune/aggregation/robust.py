@@ -255,6 +255,19 @@ class AggregatorFactory(Protocol):
     def __call__(self, params: RuleParams) -> Aggregator: ...
 
 
+@dataclass(frozen=True)
+class Matrix:
+    """A rule's input: the (n, d) rows, their weights, the layout to undo the flattening, the clipped rows."""
+
+    vectors: torch.Tensor
+    weights: torch.Tensor
+    layout: Layout
+    clipped: tuple[int, ...]
+
+    def result(self, vector: torch.Tensor, used: Sequence[int], noise_std: float = 0.0) -> AggregationResult:
+        return AggregationResult(unflatten_update(vector, self.layout), tuple(used), self.clipped, noise_std)
+
+
 class VectorRule:
     """Shared plumbing: flatten, optional clipping, the rule on the matrix, unflatten."""
 
@@ -269,14 +282,19 @@ class VectorRule:
     def aggregate(
         self, updates: Sequence[AdapterState], weights: Sequence[float], clients: Sequence[str] | None = None
     ) -> AggregationResult:
+        matrix = self.matrix(updates, weights)
+        vector, used = self.combine(matrix.vectors, matrix.weights)
+        return matrix.result(vector, used, self.noise_std(matrix.vectors))
+
+    def matrix(self, updates: Sequence[AdapterState], weights: Sequence[float]) -> Matrix:
+        """The updates flattened (and clipped when `clip` is set), with their weights summing to one."""
         vectors, layout = flatten_updates(updates)
         w = normalized_weights(weights, vectors.shape[0])
         clipped: tuple[int, ...] = ()
         if self.clip is not None:
             vectors, norms = clip_rows(vectors, self.clip)
             clipped = tuple(int(i) for i in torch.nonzero(norms > self.clip).flatten())
-        vector, used = self.combine(vectors, w)
-        return AggregationResult(unflatten_update(vector, layout), tuple(used), clipped, self.noise_std(vectors))
+        return Matrix(vectors, w, layout, clipped)
 
     def noise_std(self, vectors: torch.Tensor) -> float:
         """The noise the caller should add per coordinate of the aggregate of these (clipped) rows."""
