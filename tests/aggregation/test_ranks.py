@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fleettune.aggregation import fedavg, merge_into
-from fleettune.aggregation.ranks import RankMix
+from fleettune.aggregation.ranks import RankMix, fresh_adapter
 from fleettune.models.adapters import read_adapter, task_model, write_adapter
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import FullModel, full_model
@@ -106,3 +106,28 @@ def test_bad_settings_are_refused() -> None:
         RankMix({"a": 2}, ALPHA, "average")
     with pytest.raises(ValueError, match="rank >= 1"):
         RankMix({"a": 0}, ALPHA)
+
+
+def test_a_fresh_adapter_of_some_modules_is_those_modules_of_the_whole_one() -> None:
+    """A device draws its fresh adapter over its own layers only; each module's draw depends on the run's seed,
+    the version, the client and the module, never on which other modules are drawn with it."""
+    mix = RankMix({"a": 2, "b": 4}, ALPHA, "flora", seed=5)
+    stacked = mix.combine([_random_state(2, 8), _random_state(4, 9)], ["a", "b"], [0.5, 0.5], version=3).stacked
+    assert stacked is not None
+    whole = mix.fresh(stacked, 2, "b", version=3)
+    keys = [k for k in stacked if k.endswith(("lora_A.weight", "lora_B.weight"))]
+    some = {k: stacked[k] for k in reversed(keys[len(keys) // 2 :])}  # a later half, in another order
+    part = fresh_adapter(some, 2, seed=5, version=3, index=1)
+    assert part.keys() == some.keys()
+    assert all(torch.equal(part[k], whole[k]) for k in part)
+    assert not torch.equal(fresh_adapter(some, 2, seed=5, version=3, index=0)[keys[-2]], part[keys[-2]])
+
+
+def test_fresh_adapter_golden_draw() -> None:
+    """The seeding is pinned: the same numbers in every process and every release."""
+    template = {"m.lora_A.weight": torch.zeros(1, 4), "m.lora_B.weight": torch.zeros(3, 1), "head": torch.ones(2)}
+    out = fresh_adapter(template, 2, seed=0, version=1, index=0)
+    assert out["m.lora_A.weight"].shape == (2, 4) and not out["m.lora_B.weight"].any()
+    assert out["m.lora_B.weight"].shape == (3, 2) and torch.equal(out["head"], torch.ones(2))
+    expected = [0.0943288, 0.0994644, 0.1050760, 0.3093919, -0.2120375, -0.4434122, 0.2493632, -0.0930545]
+    assert out["m.lora_A.weight"].flatten().tolist() == pytest.approx(expected, abs=1e-7)

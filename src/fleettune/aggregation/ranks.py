@@ -14,6 +14,7 @@ scheme aggregates the same way:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,27 +105,40 @@ class RankMix:
         return hetlora_truncate(global_state, rank, self.alpha, self.global_rank)
 
     def fresh(self, template: AdapterState, rank: int, client: str | None, version: int = 0) -> AdapterState:
-        """A new rank-`rank` adapter shaped like `template`'s modules: A drawn as PEFT draws it
-        (uniform with bound 1/sqrt(in_features)), B zero, so it changes nothing until trained;
-        other keys (trained heads) copied. Seeded by the run's seed, the version and the client."""
+        """The fresh rank-`rank` adapter `client` (None: the global evaluation adapter) continues from after
+        aggregation `version` (see `fresh_adapter`)."""
         index = -1 if client is None else self._order[client]
-        generator = torch.Generator().manual_seed(hash((self.seed, version, index)) & 0x7FFF_FFFF_FFFF)
-        out: AdapterState = {}
-        for key, value in template.items():
-            if key.endswith(_A):
-                fan_in = value.shape[1]
-                bound = 1.0 / math.sqrt(fan_in)
-                a = torch.empty(rank, fan_in, dtype=value.dtype).uniform_(-bound, bound, generator=generator)
-                out[key] = a
-            elif key.endswith(_B):
-                out[key] = torch.zeros(value.shape[0], rank, dtype=value.dtype)
-            else:
-                out[key] = value.detach().clone()
-        return out
+        return fresh_adapter(template, rank, self.seed, version, index)
 
     def deltas(self, stacked_part: AdapterState, stacked_rank: int) -> dict[str, torch.Tensor]:
         """Dense base-weight updates of a (part of a) stacked adapter, keyed by module path."""
         return lora_deltas(stacked_part, self.alpha, stacked_rank)
+
+
+def fresh_adapter(template: AdapterState, rank: int, seed: int, version: int, index: int) -> AdapterState:
+    """A new rank-`rank` adapter shaped like `template`'s modules: A drawn as PEFT draws it (uniform with
+    bound 1/sqrt(in_features)), B zero, so it changes nothing until trained; other keys (trained heads)
+    copied. Each module's A is seeded by the run's seed, the aggregation `version`, the client's `index`
+    (-1: the global adapter) and the module's key alone, so a device that holds only some modules draws
+    exactly what the server draws for them."""
+    out: AdapterState = {}
+    for key, value in template.items():
+        if key.endswith(_A):
+            fan_in = value.shape[1]
+            bound = 1.0 / math.sqrt(fan_in)
+            generator = torch.Generator().manual_seed(_module_seed(seed, version, index, key))
+            out[key] = torch.empty(rank, fan_in, dtype=value.dtype).uniform_(-bound, bound, generator=generator)
+        elif key.endswith(_B):
+            out[key] = torch.zeros(value.shape[0], rank, dtype=value.dtype)
+        else:
+            out[key] = value.detach().clone()
+    return out
+
+
+def _module_seed(seed: int, version: int, index: int, key: str) -> int:
+    """A seed that is the same in every process (unlike `hash` of a string)."""
+    digest = hashlib.blake2b(f"{seed}/{version}/{index}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def uniform_mix(clients: Sequence[str], rank: int, alpha: float) -> RankMix:

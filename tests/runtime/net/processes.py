@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,29 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+def run_deployed(
+    flags: dict[str, Any], folders: dict[str, Path], root: Path, meanwhile: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Serve `flags` from a server process with one process per device (token authenticated) and return the
+    report; `meanwhile(port)` runs once the devices are launched. Every process must exit 0."""
+    config = write_config(flags, root / "run.toml")
+    tokens = write_tokens(list(folders), root / "tokens.txt")
+    port, out = free_port(), root / "out"
+    logs = [root / "server.log", *(root / f"{d}.log" for d in folders)]
+    server = launch(serve_args(config, port, out, "--tokens", str(root / "tokens.txt")), logs[0])
+    devices = []
+    try:
+        for (device, folder), log in zip(folders.items(), logs[1:], strict=True):
+            devices.append(launch(join_args(port, device, folder, tokens[device]), log))
+        if meanwhile is not None:
+            meanwhile(port)
+        for process, log in zip(devices, logs[1:], strict=True):
+            assert finish(process, 240, log) == 0, log.read_text()[-2000:]
+        assert finish(server, 60, logs[0]) == 0, logs[0].read_text()[-2000:]
+    finally:
+        for process in [server, *devices]:
+            kill(process)
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    return report

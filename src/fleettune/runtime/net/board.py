@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import torch
+
 from fleettune.errors import InputError
 from fleettune.fleet import Device
 from fleettune.runtime.memory import MemoryBreakdown
@@ -28,7 +30,7 @@ class Expected:
     step: int = -1
 
 
-@dataclass
+@dataclass(eq=False)  # a device is itself: compared by identity
 class Member:
     """One device of the fleet as the server sees it."""
 
@@ -48,6 +50,8 @@ class Member:
     arrived_at: float = 0.0
     reply: bytes | None = None
     synced: int = -1  # version of the global adapter it holds; -1: none known
+    # flora: stacked updates folded into the base weights since it last synced, summed over its layers
+    missed_base: dict[str, torch.Tensor] = field(default_factory=dict)
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     busy_s: float = 0.0
     tail_s: float = 0.0  # measured downlink + backward of its last step: the scheduler's tail

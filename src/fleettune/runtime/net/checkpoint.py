@@ -3,7 +3,8 @@
 What a resumed server needs to go on as if it had not stopped: the global adapter (and each device's
 share to continue from), every device's server-side adapter with its optimizer state, the round and
 step counters, the aggregation policy's noise generator, privacy accountant and rule state (FoolsGold's
-histories), and what the report has gathered so far. Devices are not in it: after a restart each device
+histories), the stacked updates folded into the base weights so far (flora), and what the report has
+gathered so far. Devices are not in it: after a restart each device
 joins again and receives the global adapter, so the rounds since the last aggregation are done again and
 none is applied twice.
 """
@@ -17,10 +18,12 @@ from typing import Any
 
 import torch
 
+from fleettune.aggregation import merge_into
 from fleettune.aggregation.policy import AggregationNote
 from fleettune.aggregation.ranks import Aggregate
 from fleettune.aggregation.secure import SecAggTotals
 from fleettune.errors import InputError
+from fleettune.models.adapters import task_model
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.net.coordinator import Coordinator
 from fleettune.runtime.progress import RoundRecord
@@ -41,6 +44,7 @@ def save(c: Coordinator, folder: Path, rounds_done: int) -> Path:
         "steps_done": c.steps_done,
         "evaluation": c.current.evaluation,
         "continue_from": c.current.continue_from,
+        "base_update": c.base_update,
         "server": {} if c.role is None else {client.id: c.role.snapshot(client.id) for client in c.setup.clients},
         "noise_generator": c.policy.generator.get_state(),
         "accountant_steps": accountant.steps if accountant is not None else 0,
@@ -82,6 +86,10 @@ def load(c: Coordinator, folder: Path) -> int:
     c.version, c.steps_done = state["version"], state["steps_done"]
     for client, snapshot in state["server"].items():
         c.server.restore(client, snapshot)  # (none in fl)
+    c.base_update = dict(state.get("base_update", {}))
+    if c.base_update:  # the rebuilt server starts from the pre-trained weights: fold what the run had folded
+        c.server.merge(c.base_update)
+        merge_into(task_model(c.evaluation.peft), c.base_update)
     c.policy.generator.set_state(state["noise_generator"])
     if c.policy.accountant is not None and state["accountant_steps"]:
         c.policy.accountant.step(state["accountant_steps"])

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from fleettune.aggregation.ranks import Aggregate
 from fleettune.compression import UpdateLink, parse_update_codec, send_state
 from fleettune.errors import ConfigError, InputError
@@ -25,6 +27,7 @@ from fleettune.runner import PreparedRun
 from fleettune.runtime.ledger import SETUP, EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.net.assignment import Assignment
+from fleettune.runtime.net.base_fold import with_base
 from fleettune.runtime.net.board import Board, Member
 from fleettune.runtime.net.protocol import (
     ACK,
@@ -90,8 +93,7 @@ class Coordinator:
                 "privacy.secure_aggregation in a deployment (a device would have to attack its own); expected none"
             )
         self.mix = setup.rank_mix()
-        if self.mix.merges:
-            raise ConfigError("lora.mixed_ranks: flora cannot be deployed yet; expected hetlora or equal ranks")
+        self.base_update: dict[str, torch.Tensor] = {}  # flora: the stacked updates folded so far, summed
         self.policy = setup.aggregation_policy()
         # mesfl orders waiting devices by its policy; the others' servers take them as they come
         self.scheduler = setup.scheduler if scheme == "mesfl" else "fifo"
@@ -161,9 +163,10 @@ class Coordinator:
             self.board.release(m)
             m.reply = None
             part = self.client_part(m)
-            payload = send_state(parse_update_codec(SETUP_CODEC), part)
+            state = with_base(part, self.client_part(m, self.base_update)) if self.base_update else part
+            payload = send_state(parse_update_codec(SETUP_CODEC), state)
             self.uplinks[m.id], self.downlinks[m.id] = UpdateLink(self.codec, part), UpdateLink(self.codec, part)
-            m.synced = self.version
+            m.synced, m.missed_base = self.version, {}
             self.fresh.add(m.id)
             self.traffic.down(m.id, payload, SETUP)
             self.board.cv.notify_all()

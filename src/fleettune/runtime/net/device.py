@@ -19,12 +19,14 @@ import grpc
 import numpy as np
 import torch
 
+from fleettune.aggregation.hetero import lora_deltas
+from fleettune.aggregation.ranks import fresh_adapter
 from fleettune.compression import UpdateLink, parse_cut_codec, parse_update_codec, receive_state
 from fleettune.data import Split
 from fleettune.data.labels import LabelVocabulary
 from fleettune.data.sources.local import EXPECTED, split_file
 from fleettune.data.sources.text_files import RawRows, read_split_file
-from fleettune.errors import DataError
+from fleettune.errors import DataError, InputError
 from fleettune.fleet import Device, Hardware, Link
 from fleettune.messages import CutGradients, CutWire
 from fleettune.models.adapters import AdapterState
@@ -33,6 +35,7 @@ from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import FullModel, Task, client_stage, full_model
 from fleettune.runtime.net.assignment import Assignment
+from fleettune.runtime.net.base_fold import split_base
 from fleettune.runtime.net.learner import LocalLearner
 from fleettune.runtime.net.protocol import ACTIVATIONS, ADAPTER, JOIN, POLL, SECAGG, Do, Instruction
 from fleettune.runtime.net.secure_device import SecureParty
@@ -99,6 +102,7 @@ class DeviceAgent:
         self.uplink: UpdateLink | None = None
         self.downlink: UpdateLink | None = None
         self.base: AdapterState = {}  # the global adapter (part) last delivered: updates are measured from it
+        self.assignment: Assignment | None = None
         self.secure = SecureParty(device_id)
         self.busy_s = 0.0
         self.tail_s = 0.0  # the last step's backward: what the server's scheduler takes as this device's tail
@@ -136,6 +140,10 @@ class DeviceAgent:
                 self.upload(instruction)
             elif instruction.do is Do.LOAD:
                 self.load(instruction.payload)
+            elif instruction.do is Do.FOLD:
+                self.fold(instruction)
+            elif instruction.do is Do.REBASE:
+                self.rebase(instruction.payload)
             elif instruction.do is Do.SECAGG:
                 self.secure_phase(instruction)
 
@@ -149,9 +157,8 @@ class DeviceAgent:
             parse_cut_codec(assignment.gradients, "compression.gradients"),
             assignment.unpad,
         )
-        state = receive_state(reply.payload)
-        self.client.write(state)
-        self.base = state
+        self.assignment = assignment
+        state = self._take(reply.payload)  # flora: with the stacked updates the server folded before
         codec = parse_update_codec(assignment.updates)
         self.uplink, self.downlink = UpdateLink(codec, state), UpdateLink(codec, state)
         log.info("device %s joined: cut %d, rank %d", self.id, assignment.cut_layer, assignment.lora_rank)
@@ -225,6 +232,40 @@ class DeviceAgent:
         self.base = delivered
         self.summary.loads += 1
 
+    def rebase(self, payload: bytes) -> None:
+        """flora, after missing aggregations: fold their summed base updates, then go on from the adapter sent."""
+        assert self.downlink is not None and self.uplink is not None
+        state = self._take(payload)
+        client = self._split_client()
+        client.reset_optimizer()
+        client.received_peak = max(client.received_peak, len(payload))
+        self.uplink.reset(state)
+        self.downlink.reset(state)
+        self.summary.loads += 1
+
+    def _take(self, payload: bytes) -> AdapterState:
+        """Fold the base-weight updates a whole-state payload carries (flora), then take its adapter."""
+        state, base_update = split_base(receive_state(payload))
+        if base_update:
+            self._split_client().merge_base(base_update)
+        self._client().write(state)
+        self.base = state
+        return state
+
+    def fold(self, instruction: Instruction) -> None:
+        """flora's aggregation: fold this device's part of the stacked adapter into the base weights and go on
+        from a fresh adapter, drawn from the run's seed as the server drew it."""
+        assert self.downlink is not None and self.uplink is not None and self.assignment is not None
+        a, client = self.assignment, self._split_client()
+        stacked = receive_state(instruction.payload)
+        fresh = fresh_adapter(stacked, a.lora_rank, a.seed, instruction.version, a.index)
+        client.fold([lora_deltas(stacked, a.lora_alpha, instruction.stacked_rank)], fresh)
+        client.received_peak = max(client.received_peak, len(instruction.payload))
+        self.uplink.reset(fresh)
+        self.downlink.reset(fresh)
+        self.base = fresh
+        self.summary.loads += 1
+
     def secure_phase(self, instruction: Instruction) -> None:
         """Answer one phase of a secure aggregation; the masked input goes up in place of the adapter upload."""
         phase, group = instruction.phase, instruction.group
@@ -235,6 +276,12 @@ class DeviceAgent:
             fields["clipped"] = str(self.secure.clipped)
             self.summary.uploads += int(bool(reply))
         self.caller.call(SECAGG, fields, reply)
+
+    def _split_client(self) -> SplitClient:
+        client = self._client()
+        if not isinstance(client, SplitClient):
+            raise InputError("the server sent base-weight updates to a device without a split stage; expected none")
+        return client
 
     def _client(self) -> SplitClient | LocalLearner:
         assert self.client is not None, "instructions come after joining"

@@ -11,11 +11,12 @@ from fleettune.aggregation.ranks import Aggregate
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState
 from fleettune.runtime.net import checkpoint
+from fleettune.runtime.net.base_fold import accumulate
 from fleettune.runtime.net.board import Member
 from fleettune.runtime.net.coordinator import Coordinator
 from fleettune.runtime.net.secure_steps import collect_securely
 from fleettune.runtime.net.steps import Loss, collect, download, drop, present, record, train_step
-from fleettune.schemes.split.engine import combine_views
+from fleettune.schemes.split.engine import combine_views, fold_stacked
 
 
 def run_parallel(c: Coordinator, first_round: int) -> None:
@@ -60,13 +61,22 @@ def run_parallel(c: Coordinator, first_round: int) -> None:
         dropped = [m for m in members if m.id not in completed]
         drop(c, dropped, saved)
         if combined is not None:
-            with c.board.cv:
+            stacked = combined if combined.stacked is not None else None  # flora: folded into the base weights
+            with c.board.cv:  # a device joining meanwhile gets the new global and the base updates together
+                if stacked is not None:
+                    folded = fold_stacked(c.mix, c.server, c.evaluation, stacked)
+                    accumulate(c.base_update, folded)
+                    for m in c.board.members.values():  # joined but not downloading it: owed at its next sync
+                        if m.joined and m not in arrived:
+                            accumulate(m.missed_base, c.client_part(m, folded))
                 c.current = combined
                 c.version += 1
-            reached = download(c, arrived, round_index, continue_from)
+            reached = download(c, arrived, round_index, continue_from, stacked)
             drop(c, [m for m in arrived if m not in reached], {})
             for client in c.setup.clients:
                 c.server.load(client.id, c.current.continue_from[client.id])
+                if stacked is not None:
+                    c.server.restart(client.id)
         c.totals.client_rounds += len(members)
         c.totals.completed += len(completed)
         c.totals.dropped_disconnect += len(dropped)

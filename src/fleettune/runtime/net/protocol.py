@@ -29,6 +29,8 @@ class Do(str, enum.Enum):
     TRAIN = "train"  # train locally for `steps` optimizer steps (fl)
     UPLOAD = "upload"  # send the client-side adapter for aggregation
     LOAD = "load"  # take the adapter in the payload (the new global part)
+    FOLD = "fold"  # fold the stacked adapter in the payload into the base weights, go on from a fresh one (flora)
+    REBASE = "rebase"  # fold the base-weight updates in the payload, then take its adapter afresh (flora)
     SECAGG = "secagg"  # answer the secure-aggregation message in the payload (`phase`; `detail`: the public setup)
     DONE = "done"  # training is over: exit
 
@@ -45,6 +47,8 @@ class Instruction:
     phase: str = ""  # the secure-aggregation phase to answer (SECAGG)
     group: int = 0  # SECAGG: the protocol instance (group of keys) the phase belongs to
     detail: str = ""  # SECAGG's advertise phase: the aggregation's public parameters (JSON)
+    stacked_rank: int = 0  # FOLD: the rank of the stacked adapter
+    version: int = 0  # FOLD: the aggregation the stacked adapter came from (it seeds the fresh adapter)
 
     def fields(self) -> dict[str, str]:
         # repr of a float round-trips exactly: the device's learning rate equals the server's
@@ -58,12 +62,14 @@ class Instruction:
         }
         if self.phase:
             fields.update(phase=self.phase, group=str(self.group), detail=self.detail)
+        if self.do is Do.FOLD:
+            fields.update(stacked_rank=str(self.stacked_rank), version=str(self.version))
         return fields
 
     @classmethod
     def parse(cls, fields: Mapping[str, str], payload: bytes) -> Instruction:
         try:
-            return cls(
+            instruction = cls(
                 Do(fields["do"]),
                 int(fields["round"]),
                 int(fields["step"]),
@@ -74,9 +80,14 @@ class Instruction:
                 fields.get("phase", ""),
                 int(fields.get("group", "0")),
                 fields.get("detail", ""),
+                int(fields.get("stacked_rank", "0")),
+                int(fields.get("version", "0")),
             )
         except (KeyError, ValueError) as exc:
             raise InputError(f"malformed instruction from the server ({exc}); got fields {dict(fields)}") from None
+        if instruction.do is Do.FOLD and instruction.stacked_rank < 1:
+            raise InputError(f"malformed fold instruction: stacked_rank must be >= 1, got {instruction.stacked_rank}")
+        return instruction
 
 
 def int_field(fields: Mapping[str, str], name: str) -> int:

@@ -7,12 +7,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from fleettune.aggregation.ranks import Aggregate
+from fleettune.compression import parse_update_codec, send_state
 from fleettune.errors import InputError
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, write_adapter
 from fleettune.runtime.ledger import ADAPTER, CUT
+from fleettune.runtime.net.base_fold import with_base
 from fleettune.runtime.net.board import Expected, Member
-from fleettune.runtime.net.coordinator import Coordinator
+from fleettune.runtime.net.coordinator import SETUP_CODEC, Coordinator
 from fleettune.runtime.net.protocol import Do, Instruction
 from fleettune.runtime.progress import RoundRecord
 from fleettune.scheduling.online import Waiting, next_job
@@ -184,26 +187,45 @@ def collect(c: Coordinator, active: list[Member], round_index: int) -> tuple[lis
 
 
 def download(
-    c: Coordinator, members: Sequence[Member], round_index: int, state_of: Callable[[Member], AdapterState]
+    c: Coordinator,
+    members: Sequence[Member],
+    round_index: int,
+    state_of: Callable[[Member], AdapterState],
+    stacked: Aggregate | None = None,
 ) -> list[Member]:
-    """Send each device its part (at its cut) of `state_of(device)`; returns those that took it."""
+    """Send each device its part (at its cut) of `state_of(device)`; returns those that took it. With `stacked`
+    (flora), what travels is the device's part of the stacked adapter: the device folds it into its base
+    weights and draws its fresh part itself, as the server drew `state_of(device)`."""
     board = c.board
     incarnations = {m.id: m.incarnation for m in members}
     with board.cv:
         for m in members:
-            part = c.client_part(m, state_of(m))
-            link = c.downlinks[m.id]
-            payload = link.send(part)
-            delivered = link.receive(payload)
-            c.uplinks[m.id].rebase(delivered)  # the device's next update is measured from here
-            c.traffic.down(m.id, payload, ADAPTER)
-            board.post(m, Instruction(Do.LOAD, round_index, payload=payload))
+            instruction = _load(c, m, c.client_part(m, state_of(m)), round_index, stacked)
+            c.traffic.down(m.id, instruction.payload, ADAPTER)
+            board.post(m, instruction)
         deadline = board.clock() + c.options.step_timeout_s
         board.wait_until(lambda: all(m.idle or m.incarnation != incarnations[m.id] for m in members), deadline)
         reached = [m for m in members if m.idle and m.incarnation == incarnations[m.id]]
         for m in reached:
-            m.synced = c.version
+            m.synced, m.missed_base = c.version, {}
     return reached
+
+
+def _load(c: Coordinator, m: Member, part: AdapterState, round_index: int, stacked: Aggregate | None) -> Instruction:
+    """The instruction that brings `m` to `part`: through its update link; with flora, the stacked adapter to fold
+    (`stacked`), or, when it missed aggregations, their summed base updates with `part` afresh (exact)."""
+    if not c.mix.merges:
+        link = c.downlinks[m.id]
+        payload = link.send(part)
+        c.uplinks[m.id].rebase(link.receive(payload))  # the device's next update is measured from here
+        return Instruction(Do.LOAD, round_index, payload=payload)
+    c.downlinks[m.id].reset(part)
+    c.uplinks[m.id].reset(part)
+    if stacked is not None and stacked.stacked is not None:
+        payload = send_state(c.codec, c.client_part(m, stacked.stacked))
+        return Instruction(Do.FOLD, round_index, payload=payload, stacked_rank=stacked.stacked_rank, version=c.version)
+    payload = send_state(parse_update_codec(SETUP_CODEC), with_base(part, m.missed_base))
+    return Instruction(Do.REBASE, round_index, payload=payload)
 
 
 def drop(c: Coordinator, dropped: Sequence[Member], saved: dict[str, Snapshot]) -> None:

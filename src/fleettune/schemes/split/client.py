@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -110,6 +110,14 @@ class SplitClient:
     def reset_optimizer(self) -> None:
         """Forget the optimizer's moments: the adapter they belonged to was replaced."""
         self.optimizer.state.clear()
+
+    def fold(self, deltas: Sequence[dict[str, torch.Tensor]], fresh: AdapterState) -> None:
+        """Fold stacked adapters' dense updates into the base weights, in order, and go on from the fresh
+        adapter `fresh` with new optimizer moments (flora's aggregation, on the client's side)."""
+        for update in deltas:
+            self.merge_base(update)
+        self.write(fresh)
+        self.reset_optimizer()
 
     def snapshot(self) -> tuple[AdapterState, dict[str, Any]]:
         """The client-side adapter and its optimizer's state, to go back to if this round's work is lost."""

@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from fleettune.aggregation import sample_weights
+import torch
+
+from fleettune.aggregation import merge_into, sample_weights
 from fleettune.aggregation.policy import AggregationPolicy
 from fleettune.aggregation.ranks import Aggregate, RankMix
 from fleettune.aggregation.secure import masked_upload_bytes, secure_combine
@@ -15,7 +17,7 @@ from fleettune.aggregation.sum_groups import SumGroup, sum_groups
 from fleettune.compression import UpdateLink, receive_state, send_state
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
-from fleettune.models.adapters import AdapterState, read_adapter, split_adapter, write_adapter
+from fleettune.models.adapters import AdapterState, read_adapter, split_adapter, task_model, write_adapter
 from fleettune.models.layout import StackLayout
 from fleettune.models.stages import FullModel, client_stage
 from fleettune.runtime.events import Activity, Event
@@ -302,10 +304,11 @@ def download_parts(
                 ctx.traffic.down(client.id, payload, ADAPTER)
             spent = Spend(client_s=seconds[client.id], downlink_bytes=sizes[client.id])
             if link is None:  # stacked adapters: folded into the base weights, then a fresh adapter
-                for aggregate, payload in zip(pending, payloads, strict=True):
-                    client.merge_base(ctx.mix.deltas(receive_state(payload), aggregate.stacked_rank))
-                client.write(part)
-                client.reset_optimizer()
+                deltas = [
+                    ctx.mix.deltas(receive_state(payload), aggregate.stacked_rank)
+                    for aggregate, payload in zip(pending, payloads, strict=True)
+                ]
+                client.fold(deltas, part)
                 ctx.downlinks[client.id].reset(part)
                 ctx.uplinks[client.id].reset(part)
             else:
@@ -320,6 +323,19 @@ def download_parts(
         ctx.settle(client, spent, cut)
     ctx.advance(cut.timeline, round_index)
     return reached
+
+
+def fold_stacked(
+    mix: RankMix, server: ServerRole, evaluation: FullModel, stacked: Aggregate
+) -> dict[str, torch.Tensor]:
+    """The server's side of a flora aggregation: the stacked adapter's dense update folded into the base weights
+    the server holds and into the evaluation model; returns that update (keyed by module path in the full model).
+    Simulation and deployment both fold through here."""
+    assert stacked.stacked is not None
+    deltas = mix.deltas(stacked.stacked, stacked.stacked_rank)
+    server.merge(deltas)
+    merge_into(task_model(evaluation.peft), deltas)
+    return deltas
 
 
 def _client_part(ctx: SplitContext, client: SplitClient, aggregate: Aggregate) -> AdapterState:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import torch
-
-from fleettune.aggregation import merge_into, sample_weights
+from fleettune.aggregation import sample_weights
 from fleettune.aggregation.ranks import Aggregate
-from fleettune.models.adapters import AdapterState, task_model
+from fleettune.models.adapters import AdapterState
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step, shared_processor_step
 from fleettune.runtime.sim.cutoffs import StepClock
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
@@ -25,6 +23,7 @@ from fleettune.schemes.split.engine import (
     cuts_of,
     download_parts,
     finish,
+    fold_stacked,
     full_view,
     initial_state,
     masked_sizes,
@@ -105,7 +104,7 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         if combined is not None:
             current = combined
             if current.stacked is not None:
-                _fold(ctx, current)
+                fold_stacked(mix, server, ctx.evaluation, current)
                 merged.append(current)
             download_parts(ctx, arrived, continue_from, round_index, merges=missed)
             version += 1
@@ -127,18 +126,6 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
     result = finish(ctx)
     result.adapter = dict(current.evaluation)
     return result
-
-
-def _fold(ctx: SplitContext, combined: Aggregate) -> None:
-    """The server folds a stacked adapter into the base weights it holds and into the evaluation model."""
-    assert combined.stacked is not None
-    rank = combined.stacked_rank
-
-    def deltas(part: AdapterState) -> dict[str, torch.Tensor]:
-        return ctx.mix.deltas(part, rank)
-
-    ctx.server.merge(combined.stacked, deltas)
-    merge_into(task_model(ctx.evaluation.peft), deltas(combined.stacked))
 
 
 def _average_views(ctx: SplitContext, clients: Sequence[SplitClient]) -> AdapterState:

@@ -52,9 +52,9 @@ class ServerRole(Protocol):
 
     def restore(self, client: str, snapshot: Snapshot) -> None: ...
 
-    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
-        """Fold the server's part of a stacked adapter (full-model keys) into the base weights it holds;
-        `deltas` turns a part into dense updates."""
+    def merge(self, deltas: dict[str, torch.Tensor]) -> None:
+        """Fold the server's part of dense base-weight updates (keyed by module path in the full model) into
+        the base weights it holds."""
         ...
 
     def restart(self, client: str) -> None:
@@ -172,9 +172,8 @@ class PerClientAdapters(_Metered):
     def restore(self, client: str, snapshot: Snapshot) -> None:
         self.server.write(self.names[client], _restore(snapshot, self.optimizers[client]))
 
-    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
-        _, part = split_adapter(stacked, self.layout, self.first)
-        self.server.merge_base(deltas(part))
+    def merge(self, deltas: dict[str, torch.Tensor]) -> None:
+        self.server.merge_base(split_adapter(deltas, self.layout, self.first)[1])
 
     def restart(self, client: str) -> None:
         self.optimizers[client].state.clear()
@@ -247,10 +246,9 @@ class ServerCopies(_Metered):
     def restore(self, client: str, snapshot: Snapshot) -> None:
         write_adapter(self.stages[client].peft, _restore(snapshot, self.optimizers[client]))
 
-    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
+    def merge(self, deltas: dict[str, torch.Tensor]) -> None:
         for client, stage in self.stages.items():  # every copy holds its own base weights
-            _, part = split_adapter(stacked, self.layout, self.cuts[client])
-            merge_into(task_model(stage.peft), deltas(part))
+            merge_into(task_model(stage.peft), split_adapter(deltas, self.layout, self.cuts[client])[1])
 
     def restart(self, client: str) -> None:
         self.optimizers[client].state.clear()
@@ -335,9 +333,8 @@ class SharedAdapter(_Metered):
     def restore(self, client: str, snapshot: Snapshot) -> None:
         self.server.write("shared", _restore(snapshot, self.optimizer))
 
-    def merge(self, stacked: AdapterState, deltas: Callable[[AdapterState], dict[str, torch.Tensor]]) -> None:
-        _, part = split_adapter(stacked, self.layout, self.first)
-        self.server.merge_base(deltas(part))
+    def merge(self, deltas: dict[str, torch.Tensor]) -> None:
+        self.server.merge_base(split_adapter(deltas, self.layout, self.first)[1])
 
     def restart(self, client: str) -> None:
         self.optimizer.state.clear()
