@@ -226,11 +226,16 @@ def run_planner(models: list[str], seeds: list[int]) -> list[dict[str, Any]]:
                             "uniform_cut": plan.uniform_cut,
                             "uniform_makespan_s": plan.uniform_makespan_s,
                             "ratio_to_uniform": plan.ratio_to_uniform,
+                            "lower_bound_s": plan.lower_bound_s,  # no plan's step is shorter, under any policy
+                            "bound_to_uniform": plan.lower_bound_s / plan.uniform_makespan_s
+                            if plan.uniform_makespan_s
+                            else None,
                             "cuts": sorted(d.cut for d in plan.devices),
                             "devices_over_memory": [d.device for d in plan.devices if d.memory_bytes > d.budget_bytes],
                         }
                     )
-                    print(model, wire_name, fleet_name, seed, f"{plan.ratio_to_uniform:.3f}", flush=True)
+                    bound = plan.lower_bound_s / plan.makespan_s if plan.makespan_s else 1.0
+                    print(model, wire_name, fleet_name, seed, f"{plan.ratio_to_uniform:.3f} bound/plan {bound:.3f}")
     return rows
 
 

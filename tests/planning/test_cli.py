@@ -78,7 +78,7 @@ def test_plan_prints_a_table_and_writes_json(
     out = tmp_path / "plans" / "plan.json"
     code, stdout, _ = _run(_argv(fleet_file, tiny_model_dir, "--json", str(out)), capsys)
     assert code == 0
-    assert "planned makespan (schrage)" in stdout and "best uniform cut" in stdout
+    assert "planned makespan (schrage)" in stdout and "best uniform cut" in stdout and "(lower bound)" in stdout
     assert all(name in stdout for name in ("fast", "own-rank", "slow"))
     plan = json.loads(out.read_text())
     assert plan["layers"] == 4 and plan["policy"] == "schrage" and plan["switch_s"] == 0.0
@@ -90,6 +90,7 @@ def test_plan_prints_a_table_and_writes_json(
     assert devices["own-rank"]["lora_rank"] == 4 and devices["slow"]["lora_rank"] == 4
     assert plan["makespan_s"] <= plan["uniform_makespan_s"] and plan["makespan_s"] <= plan["written_makespan_s"]
     assert plan["ratio_to_uniform"] == pytest.approx(plan["makespan_s"] / plan["uniform_makespan_s"])
+    assert 0 < plan["lower_bound_s"] <= plan["makespan_s"]
 
 
 def test_a_compressed_cut_shrinks_the_planned_uplink(

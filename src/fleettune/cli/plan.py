@@ -152,3 +152,4 @@ def _print(result: Plan, fleet: Fleet, model: str, config: RunConfig) -> None:
         )
     if result.written_makespan_s is not None:
         console.print(f"the fleet file's own cuts: makespan {result.written_makespan_s * 1e3:.2f} ms")
+    console.print(f"no plan's makespan, under any policy, is below {result.lower_bound_s * 1e3:.2f} ms (lower bound)")

@@ -10,6 +10,7 @@ from fleettune.errors import ConfigError, FleetError
 from fleettune.fleet.feasibility import GIB, memory_budget_bytes
 from fleettune.fleet.files import Fleet
 from fleettune.fleet.profiles import Device, Hardware
+from fleettune.planning.bound import makespan_lower_bound
 from fleettune.planning.costs import CutCosts, price_step
 from fleettune.planning.search import Assignment, Option, StepScorer, alone_best, local_search
 from fleettune.runtime.sim.clock import StepPhases
@@ -48,8 +49,8 @@ class DevicePlan:
 @dataclass(frozen=True)
 class Plan:
     """Every device's plan and the predicted makespan under `policy`, beside the best single cut for all
-    (`uniform_cut` None when no cut fits every device) and the fleet file's own cuts (None when one of
-    them does not fit)."""
+    (`uniform_cut` None when no cut fits every device), the fleet file's own cuts (None when one of
+    them does not fit) and a makespan no plan can go below under any policy (`planning.bound`)."""
 
     policy: str
     devices: tuple[DevicePlan, ...]
@@ -57,6 +58,7 @@ class Plan:
     uniform_cut: int | None
     uniform_makespan_s: float | None
     written_makespan_s: float | None = None
+    lower_bound_s: float = 0.0
 
     @property
     def ratio_to_uniform(self) -> float | None:
@@ -79,6 +81,7 @@ class Plan:
             "uniform_makespan_s": self.uniform_makespan_s,
             "ratio_to_uniform": self.ratio_to_uniform,
             "written_makespan_s": self.written_makespan_s,
+            "lower_bound_s": self.lower_bound_s,
             "devices": [
                 {
                     "id": d.device,
@@ -213,4 +216,5 @@ def plan_fleet(
         uniform_cut=uniform[0] if uniform else None,
         uniform_makespan_s=scorer(uniform[1])[0] if uniform else None,
         written_makespan_s=scorer(written)[0] if written else None,
+        lower_bound_s=makespan_lower_bound(options),
     )
