@@ -4,9 +4,8 @@ What a resumed server needs to go on as if it had not stopped: the global adapte
 share to continue from), every device's server-side adapter with its optimizer state, the round and
 step counters, the aggregation policy's noise generator, privacy accountant and rule state (FoolsGold's
 histories), the stacked updates folded into the base weights so far (flora), and what the report has
-gathered so far. Devices are not in it: after a restart each device
-joins again and receives the global adapter, so the rounds since the last aggregation are done again and
-none is applied twice.
+gathered so far. Devices are not in it: after a restart each device joins again and receives the global
+adapter, so the rounds since the last aggregation are done again and none is applied twice.
 """
 
 from __future__ import annotations
