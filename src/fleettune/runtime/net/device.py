@@ -234,14 +234,9 @@ class DeviceAgent:
 
     def rebase(self, payload: bytes) -> None:
         """flora, after missing aggregations: fold their summed base updates, then go on from the adapter sent."""
-        assert self.downlink is not None and self.uplink is not None
-        state = self._take(payload)
-        client = self._split_client()
-        client.reset_optimizer()
-        client.received_peak = max(client.received_peak, len(payload))
-        self.uplink.reset(state)
-        self.downlink.reset(state)
-        self.summary.loads += 1
+        state, base_update = split_base(receive_state(payload))
+        self._split_client().fold([base_update], state)
+        self._restarted(state, len(payload))
 
     def _take(self, payload: bytes) -> AdapterState:
         """Fold the base-weight updates a whole-state payload carries (flora), then take its adapter."""
@@ -255,15 +250,21 @@ class DeviceAgent:
     def fold(self, instruction: Instruction) -> None:
         """flora's aggregation: fold this device's part of the stacked adapter into the base weights and go on
         from a fresh adapter, drawn from the run's seed as the server drew it."""
-        assert self.downlink is not None and self.uplink is not None and self.assignment is not None
-        a, client = self.assignment, self._split_client()
+        assert self.assignment is not None
+        a = self.assignment
         stacked = receive_state(instruction.payload)
         fresh = fresh_adapter(stacked, a.lora_rank, a.seed, instruction.version, a.index)
-        client.fold([lora_deltas(stacked, a.lora_alpha, instruction.stacked_rank)], fresh)
-        client.received_peak = max(client.received_peak, len(instruction.payload))
-        self.uplink.reset(fresh)
-        self.downlink.reset(fresh)
-        self.base = fresh
+        self._split_client().fold([lora_deltas(stacked, a.lora_alpha, instruction.stacked_rank)], fresh)
+        self._restarted(fresh, len(instruction.payload))
+
+    def _restarted(self, state: AdapterState, received: int) -> None:
+        """The client now trains `state` afresh: updates are measured from it both ways, with nothing carried."""
+        assert self.downlink is not None and self.uplink is not None
+        client = self._split_client()
+        client.received_peak = max(client.received_peak, received)
+        self.uplink.reset(state)
+        self.downlink.reset(state)
+        self.base = state
         self.summary.loads += 1
 
     def secure_phase(self, instruction: Instruction) -> None:
