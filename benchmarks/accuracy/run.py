@@ -5,8 +5,9 @@
 Every scheme sees the same number of training samples: `--rounds` rounds of one batch per device
 (by default enough rounds for one pass over CARER's training set); `central` trains on the pooled
 data for that many samples in batches of the same size. Same model, LoRA, learning-rate recipe and
-seed for all. Padding does not change any number here (the attention mask hides it), so batches are
-padded to their longest sequence to keep the run short.
+seed for all. Batches are padded to their longest sequence to keep the run short: the attention mask
+hides padding, so that changes no computation on the real tokens, only which dropout masks are drawn.
+`--server-opt` sets the aggregating schemes' server optimizer (`server_optimizer.name`, rate `--server-lr`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="default: --epochs passes over the training set")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--aggregate-every", type=int, default=1, help="I of the split schemes")
+    parser.add_argument("--server-opt", default="none", help="server_optimizer.name of the aggregating schemes")
+    parser.add_argument("--server-lr", type=float, default=None, help="server_optimizer.lr (default: its own)")
     parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, required=True)
@@ -69,6 +72,10 @@ def main() -> None:
             flags["local_steps"] = 1
         if scheme in ("mesfl", "splitfed"):
             flags["aggregate_every"] = args.aggregate_every
+        if scheme in ("fl", "mesfl", "splitfed") and args.server_opt != "none":
+            flags["server_optimizer.name"] = args.server_opt
+            if args.server_lr is not None:
+                flags["server_optimizer.lr"] = args.server_lr
         existing = args.out / scheme / "report.json"
         if args.reuse and existing.exists():
             report = json.loads(existing.read_text())
@@ -88,6 +95,8 @@ def main() -> None:
             "rounds": rounds,
             "samples": samples,
             "aggregate_every": args.aggregate_every,
+            "server_optimizer": args.server_opt,
+            "server_lr": args.server_lr,
         },
         "schemes": finals,
         "benchmark_wall_time_s": time.perf_counter() - started,

@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--max-eval-samples", type=int, default=1000)
     parser.add_argument("--partition", default="iid")
     parser.add_argument("--aggregate-every", type=int, default=1, help="I: rounds between mesfl/splitfed aggregations")
+    parser.add_argument("--server-opt", default="none", help="server_optimizer.name of mesfl, splitfed and fl")
+    parser.add_argument("--server-lr", type=float, default=None, help="server_optimizer.lr (default: its own)")
     parser.add_argument("--short", default="", help="schemes run for --short-rounds rounds only")
     parser.add_argument("--short-rounds", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
@@ -83,6 +85,10 @@ def main() -> None:
             flags["local_steps"] = 1  # one batch per client per round, like the split schemes
         if scheme in ("mesfl", "splitfed"):
             flags["aggregate_every"] = args.aggregate_every
+        if scheme in ("fl", "mesfl", "splitfed") and args.server_opt != "none":
+            flags["server_optimizer.name"] = args.server_opt
+            if args.server_lr is not None:
+                flags["server_optimizer.lr"] = args.server_lr
         if scheme in short:
             flags.update(rounds=args.short_rounds, stop_at_target=False, eval_every=args.short_rounds)
         reports[scheme] = train_one(build_config(flags=flags), args.out / scheme)

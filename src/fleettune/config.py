@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fleettune.aggregation.robust import AGGREGATORS
+from fleettune.aggregation.server_opt import SERVER_OPTIMIZERS
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.errors import ConfigError
 from fleettune.security.attacks import ATTACKS
@@ -216,6 +217,28 @@ class SecuritySettings(BaseModel):
         return self.aggregator == "fedavg" and self.attack == "none"
 
 
+class ServerOptimizerSettings(BaseModel):
+    """How the server applies each aggregation's mean update (`fleettune.aggregation.server_opt`): `none` is
+    FedAvg (the mean replaces the global adapter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "none"
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)  # None: 1 for fedavgm, the run's lr for the adaptive
+    momentum: float = Field(0.9, ge=0, lt=1)  # fedavgm
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-6, gt=0, allow_inf_nan=False)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value != "none" and value not in SERVER_OPTIMIZERS:
+            known = ", ".join(["none", *SERVER_OPTIMIZERS.names()])
+            raise ValueError(f"unknown server optimizer {value!r}; expected one of: {known}")
+        return value
+
+
 class RunConfig(BaseModel):
     """Everything a run needs; unknown keys and bad values are errors naming the field."""
 
@@ -250,6 +273,7 @@ class RunConfig(BaseModel):
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    server_optimizer: ServerOptimizerSettings = Field(default_factory=ServerOptimizerSettings)
     max_length: int = Field(128, ge=2)
     padding: Literal["longest", "max_length"] = "longest"  # max_length: fixed-size batches and cut tensors
     aggregate_every: int = Field(1, ge=1)

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 
 from fleettune.aggregation.policy import DpSpec, PolicySpec
 from fleettune.aggregation.secure import SecAggSpec
+from fleettune.aggregation.server_opt import ServerOptSpec
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
@@ -263,15 +264,19 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     DP's sample rate is the share of clients sampled per aggregation (`client_fraction` in `fl`, all
     clients in the split schemes); the accountant takes one step per aggregation."""
     privacy, security = config.privacy, config.security
-    if not privacy.enabled and security.default:
+    server_opt = _server_opt(config)
+    if not privacy.enabled and security.default and server_opt is None:
         return PolicySpec()
     if config.scheme not in SAFEGUARD_SCHEMES:
+        what = "privacy and security options apply" if server_opt is None else "server_optimizer applies"
         raise ConfigError(
-            f"privacy and security options apply to aggregation, which scheme {config.scheme} does not do over "
+            f"{what} to aggregation, which scheme {config.scheme} does not do over "
             f"whole adapters; expected one of {', '.join(SAFEGUARD_SCHEMES)}"
         )
-    if len(set(ranks.values())) > 1 and (privacy.enabled or security.aggregator != "fedavg"):
-        raise ConfigError("privacy and robust aggregation need one LoRA rank for every device, not mixed ranks")
+    if len(set(ranks.values())) > 1 and (privacy.enabled or security.aggregator != "fedavg" or server_opt):
+        raise ConfigError(
+            "privacy, robust aggregation and server optimizers need one LoRA rank for every device, not mixed ranks"
+        )
     if security.aggregator == "normbound" and privacy.dp_clip is None:
         raise ConfigError("security.aggregator normbound needs privacy.dp_clip (the update norm bound)")
     per_round = clients_per_round(len(client_ids), plan.client_fraction) if config.scheme == "fl" else len(client_ids)
@@ -296,10 +301,27 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     if security.attack in UPDATE_ATTACKS:
         attack = UpdateAttack(security.attack, frozenset(malicious), security.attack_scale)
     spec = PolicySpec(
-        security.aggregator, security.byzantine, security.trim, dp, attack, malicious, flame_noise=security.flame_noise
+        security.aggregator,
+        security.byzantine,
+        security.trim,
+        dp,
+        attack,
+        malicious,
+        flame_noise=security.flame_noise,
+        server_opt=server_opt,
     )
     spec.check_count(per_round)
     return spec
+
+
+def _server_opt(config: RunConfig) -> ServerOptSpec | None:
+    """The run's server optimizer (None: FedAvg); its rate defaults to 1 for fedavgm, to the clients' rate for the
+    adaptive ones (whose steps are about `lr` per coordinate)."""
+    settings = config.server_optimizer
+    if settings.name == "none":
+        return None
+    lr = settings.lr if settings.lr is not None else (1.0 if settings.name == "fedavgm" else config.lr)
+    return ServerOptSpec(settings.name, lr, settings.momentum, settings.beta1, settings.beta2, settings.tau)
 
 
 def _client_privacy(config: RunConfig) -> ClientPrivacy | None:

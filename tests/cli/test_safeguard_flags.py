@@ -34,6 +34,9 @@ from fleettune.cli.main import main
         (["--secure-aggregation", "--aggregator", "krum"], "privacy.secure_aggregation"),
         (["--set", "privacy.secagg_threshold=3"], "privacy.secagg_threshold"),
         (["--activation-clip", "1", "--scheme", "fl"], "privacy.activation_clip"),
+        (["--set", "server_optimizer.name=sgd"], "server_optimizer.name"),
+        (["--set", "server_optimizer.name=fedadam", "--set", "server_optimizer.tau=0"], "server_optimizer.tau"),
+        (["--set", "server_optimizer.name=fedadam", "--scheme", "cpsl"], "server_optimizer applies to aggregation"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(

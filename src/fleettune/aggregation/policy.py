@@ -11,7 +11,9 @@ DP, no update attack) that is exactly `fedavg` of the adapters, the path runs al
    asks for noise of its own (`flame`: lambda times the median update norm) gets it here, from the run's generator;
 5. noise (when DP is on): Gaussian noise of standard deviation sigma * C / D per coordinate, D the mean's
    denominator (sum of w_i / max w for the mean, the number of updates for robust rules);
-6. the new global adapter is the previous one plus the result, and the privacy accountant takes one step.
+6. the new global adapter is the previous one plus the result (or, with a server optimizer, the optimizer's step
+   from the previous one with the result as its update, see `fleettune.aggregation.server_opt`), and the privacy
+   accountant takes one step.
 
 With secure aggregation (`PolicySpec.secure`), steps 3 to 5 run with the weighted sum computed through the
 protocol instead (`fleettune.aggregation.secure`); only FedAvg can be computed from a sum.
@@ -31,6 +33,7 @@ import torch
 from fleettune.aggregation.fedavg import fedavg, sample_weights
 from fleettune.aggregation.robust import Aggregator, make_aggregator
 from fleettune.aggregation.secure import SecAggSpec, SecureSummer
+from fleettune.aggregation.server_opt import ServerOptimizer, ServerOptSpec, make_server_optimizer
 from fleettune.privacy.accounting import PrivacyAccountant
 from fleettune.privacy.dp import clip_update, gaussian_like, noisy_aggregate
 from fleettune.security.attacks import UpdateAttack
@@ -65,12 +68,13 @@ class PolicySpec:
     malicious: tuple[str, ...] = ()  # every malicious client, whatever its attack (for reports)
     secure: SecAggSpec | None = None  # the weighted sum through secure aggregation
     flame_noise: float = 0.001  # flame's lambda: its noise std is lambda x the median update norm
+    server_opt: ServerOptSpec | None = None  # None: the new global adapter is the previous one plus the result
 
     @property
     def plain(self) -> bool:
         """True when aggregation is FedAvg of the adapters, as without any of these options (secure aggregation
         computes the same numbers, up to its encoding, and does not count)."""
-        return self.aggregator == "fedavg" and self.dp is None and self.attack is None
+        return self.aggregator == "fedavg" and self.dp is None and self.attack is None and self.server_opt is None
 
     def make_rule(self) -> Aggregator:
         clip = self.dp.clip if self.dp is not None else None
@@ -109,6 +113,7 @@ class AggregationPolicy:
     accountant: PrivacyAccountant | None = field(init=False, default=None)
     secure: SecureSummer | None = field(init=False, default=None)
     _rule: Aggregator | None = field(init=False, default=None)
+    _server_opt: ServerOptimizer | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.spec.secure is not None:
@@ -120,6 +125,8 @@ class AggregationPolicy:
             )
         if not self.spec.plain:
             self._rule = self.spec.make_rule()
+        if self.spec.server_opt is not None:
+            self._server_opt = make_server_optimizer(self.spec.server_opt)
 
     @property
     def plain(self) -> bool:
@@ -159,7 +166,24 @@ class AggregationPolicy:
             if dp is not None and sigma > 0:
                 step = self.noised(step, sigma * dp.clip / len(updates))
         self.close(round_index, clients, selected)
+        return self.apply(previous, step)
+
+    def apply(self, previous: AdapterState, step: AdapterState) -> AdapterState:
+        """The new global adapter from the previous one and the aggregated update: their sum, or the server
+        optimizer's step."""
+        if self._server_opt is not None:
+            return self._server_opt.step(previous, step)
         return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        """The server optimizer's moments (none without one), for checkpoints."""
+        return {} if self._server_opt is None else self._server_opt.state()
+
+    def restore_optimizer(self, state: dict[str, torch.Tensor]) -> None:
+        if self._server_opt is not None:
+            self._server_opt.restore(state)
+        elif state:
+            raise ValueError("a policy without a server optimizer keeps no optimizer state")
 
     def rule_state(self) -> dict[str, torch.Tensor]:
         """What the rule remembers between aggregations (FoolsGold's histories), for checkpoints."""

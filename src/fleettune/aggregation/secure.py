@@ -247,8 +247,9 @@ def open_sum(
     clients: Sequence[str],
     round_index: int,
 ) -> AdapterState:
-    """The new global adapter from the whole weighted sum: the mean itself (plain FedAvg), or the previous adapter
-    plus the summed updates (with DP noise) over the denominator, the accountant stepping."""
+    """The new global adapter from the whole weighted sum: the mean itself (plain FedAvg), or the summed updates
+    (with DP noise) over the denominator applied to the previous adapter (`AggregationPolicy.apply`), the
+    accountant stepping."""
     if not weights.updates:
         return {key: total[key].to(value.dtype) for key, value in previous.items()}
     dp = policy.spec.dp
@@ -260,7 +261,7 @@ def open_sum(
             summed = summed + sigma * dp.clip * gaussian_like(summed, policy.generator)
         step[key] = summed / weights.denominator
     policy.close(round_index, clients)
-    return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+    return policy.apply(previous, step)
 
 
 def _scaled(state: Mapping[str, torch.Tensor], factor: float) -> AdapterState:

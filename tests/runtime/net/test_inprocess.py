@@ -151,3 +151,23 @@ def test_foolsgold_deployed_equals_simulated_and_its_histories_survive_a_checkpo
     histories = resumed.policy.rule_state()
     assert sorted(histories) == sorted(c.id for c in resumed.setup.clients)
     assert all(float(h.abs().max()) > 0 for h in histories.values())
+
+
+@pytest.mark.parametrize("scheme", ["fl", "mesfl"])
+def test_a_server_optimizer_deployed_equals_simulated_and_its_moments_survive_a_checkpoint(
+    scheme: str, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    flags = tiny_flags(
+        tiny_model_dir, tiny_data_dir, scheme, clients=3, rounds=3, local_steps=1, server_optimizer__name="fedadam"
+    )
+    simulated = execute(prepare(build_config(flags=flags)))
+    options = ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=60.0, checkpoint_dir=tmp_path / "ckpt")
+    deployed = deploy(flags, tmp_path / "run", options=options)
+    assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
+    assert deployed.adapter is not None and simulated.adapter is not None
+    assert max(float((deployed.adapter[k] - v).abs().max()) for k, v in simulated.adapter.items()) < 1e-6
+    resumed = Coordinator(prepare(build_config(flags=flags)), options)
+    checkpoint.load(resumed, tmp_path / "ckpt")
+    moments = resumed.policy.optimizer_state()
+    assert {name.split("/", 1)[1] for name in moments} == set(simulated.adapter)
+    assert any(float(m.abs().max()) > 0 for m in moments.values())

@@ -30,6 +30,7 @@ SECURE = {"privacy__secure_aggregation": True}
         ("splitfed", {}),
         ("fl", {"client_fraction": 0.67, "local_steps": 2}),
         ("fl", {"local_steps": 2, "privacy__dp_clip": 0.05, "privacy__dp_noise": 0.5}),
+        ("mesfl", {"clients": 4, "server_optimizer__name": "fedadam"}),  # masked updates, a server step
     ],
 )
 def test_secure_deployment_equals_secure_simulation(

@@ -49,6 +49,7 @@ def save(c: Coordinator, folder: Path, rounds_done: int) -> Path:
         "accountant_steps": accountant.steps if accountant is not None else 0,
         "notes": [asdict(n) for n in c.policy.notes],
         "rule_state": c.policy.rule_state(),
+        "server_optimizer": c.policy.optimizer_state(),
         "secure_aggregation": None if c.policy.secure is None else asdict(c.policy.secure.totals),
         "history": [asdict(r) for r in c.history],
         "step_losses": list(c.step_losses),
@@ -97,6 +98,7 @@ def load(c: Coordinator, folder: Path) -> int:
         for n in state["notes"]
     ]
     c.policy.restore_rule(state.get("rule_state", {}))
+    c.policy.restore_optimizer(state.get("server_optimizer", {}))
     if c.policy.secure is not None and state.get("secure_aggregation") is not None:
         c.policy.secure.totals = SecAggTotals(**state["secure_aggregation"])
     c.history[:] = [_record(r) for r in state["history"]]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
+
 from fleettune.aggregation.secure import (
     Weighting,
     add_in_clear,
@@ -219,9 +221,14 @@ def _open(
     included devices' weights when some dropped out after the weights were fixed."""
     scales = {m.id: s for m, s in zip(roster, weights.scales, strict=True)}
     in_clear = []
-    if c.role is not None:
-        assert not weights.updates, "split schemes aggregate adapters, not clipped updates (the config refuses)"
-        in_clear = [contribution(c.role.server_part(m.id), scales[m.id]) for m in included]
+    if c.role is not None:  # unclipped: the config refuses DP's clipping in the split schemes
+        parts = {m.id: c.role.server_part(m.id) for m in included}
+        if weights.updates:  # a server optimizer steps with the mean update: the server's parts enter as updates
+            parts = {
+                who: {k: v.to(torch.float64) - previous[k].to(torch.float64) for k, v in part.items()}
+                for who, part in parts.items()
+            }
+        in_clear = [contribution(parts[m.id], scales[m.id]) for m in included]
     total = add_in_clear(secret, in_clear, previous)
     if len(included) < len(roster):
         share = [scales[m.id] for m in included]

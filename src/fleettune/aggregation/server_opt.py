@@ -1,0 +1,157 @@
+"""Server optimizers: how the server applies an aggregation's mean update to the global adapter.
+
+FedAvg replaces the global adapter x by the clients' weighted mean, that is x <- x + D with D the mean of the
+clients' updates (adapter minus x). A server optimizer reads D as a negative pseudo-gradient and takes its own
+step with it (FedAvgM, Hsu et al. 2019; FedAdagrad, FedAdam and FedYogi, Reddi et al., "Adaptive Federated
+Optimization", ICLR 2021), per coordinate, in float64:
+
+- `fedavgm`: v <- momentum * v + D;  x <- x + lr * v  (lr 1 and momentum 0 is FedAvg);
+- the adaptive ones: m <- beta1 * m + (1 - beta1) * D;  x <- x + lr * m / (sqrt(v) + tau), with
+  `fedadagrad`: v <- v + D^2;  `fedadam`: v <- beta2 * v + (1 - beta2) * D^2;
+  `fedyogi`: v <- v - (1 - beta2) * D^2 * sign(v - D^2).
+  m starts at zero and v at tau^2, without bias correction, as in Reddi et al.'s algorithm.
+
+With one local step per aggregation (`mesfl` and `splitfed` at I = 1), D is the mean of the clients' Adam
+steps, which cancel where their gradients disagree; an adaptive server step rescales every coordinate back to
+about `lr` (which also enlarges the steps of coordinates whose mean update is mostly noise). The optimizer's
+moments are server state: checkpoints keep them (`state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from fleettune.registry import Registry
+
+AdapterState = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ServerOptSpec:
+    """A server optimizer by name with its parameters (each optimizer reads the ones it uses)."""
+
+    name: str
+    lr: float
+    momentum: float = 0.9  # fedavgm
+    beta1: float = 0.9  # the adaptive ones
+    beta2: float = 0.99  # fedadam, fedyogi
+    tau: float = 1e-6  # the adaptive ones: v starts at tau^2, and tau keeps the step finite where v is 0
+
+
+class ServerOptimizer(Protocol):
+    """Takes the server's step from the previous global adapter and the aggregation's mean update."""
+
+    def step(self, previous: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor]) -> AdapterState: ...
+
+    def state(self) -> dict[str, torch.Tensor]: ...
+
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None: ...
+
+
+SERVER_OPTIMIZERS: Registry[Callable[[ServerOptSpec], ServerOptimizer]] = Registry("server optimizer")
+
+
+def _applied(previous: Mapping[str, torch.Tensor], steps: Mapping[str, torch.Tensor]) -> AdapterState:
+    return {key: (value.to(torch.float64) + steps[key]).to(value.dtype) for key, value in previous.items()}
+
+
+class _Moments:
+    """Per-key float64 moment tensors, created at zero (or at a given value) the first time a key is seen."""
+
+    def __init__(self, slots: tuple[str, ...]) -> None:
+        self.slots = slots
+        self.values: dict[str, dict[str, torch.Tensor]] = {slot: {} for slot in slots}
+
+    def get(self, slot: str, key: str, like: torch.Tensor, start: float = 0.0) -> torch.Tensor:
+        table = self.values[slot]
+        if key not in table:
+            table[key] = torch.full(like.shape, start, dtype=torch.float64)
+        return table[key]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"{slot}/{key}": value.clone() for slot in self.slots for key, value in self.values[slot].items()}
+
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        values: dict[str, dict[str, torch.Tensor]] = {slot: {} for slot in self.slots}
+        for name, value in state.items():
+            slot, _, key = name.partition("/")
+            if slot not in values or not key:
+                raise ValueError(f"server optimizer state has an entry {name!r}; expected one of {self.slots}/<key>")
+            values[slot][key] = value.to(torch.float64).clone()
+        self.values = values
+
+
+class FedAvgM:
+    """Server momentum: v <- momentum * v + D; x <- x + lr * v."""
+
+    def __init__(self, spec: ServerOptSpec) -> None:
+        self.lr, self.momentum = spec.lr, spec.momentum
+        self.moments = _Moments(("v",))
+
+    def step(self, previous: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor]) -> AdapterState:
+        steps = {}
+        for key in previous:
+            delta = update[key].to(torch.float64)
+            velocity = self.moments.get("v", key, delta)
+            velocity.mul_(self.momentum).add_(delta)
+            steps[key] = self.lr * velocity
+        return _applied(previous, steps)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.moments.state()
+
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.moments.restore(state)
+
+
+def _adagrad(v: torch.Tensor, square: torch.Tensor, beta2: float) -> None:
+    v.add_(square)
+
+
+def _adam(v: torch.Tensor, square: torch.Tensor, beta2: float) -> None:
+    v.mul_(beta2).add_((1 - beta2) * square)
+
+
+def _yogi(v: torch.Tensor, square: torch.Tensor, beta2: float) -> None:
+    v.sub_((1 - beta2) * square * torch.sign(v - square))
+
+
+class Adaptive:
+    """The adaptive server optimizers: first moment m, second moment v by `second`, step lr * m / (sqrt(v) + tau)."""
+
+    def __init__(self, spec: ServerOptSpec, second: Callable[[torch.Tensor, torch.Tensor, float], None]) -> None:
+        self.spec = spec
+        self.second = second
+        self.moments = _Moments(("m", "v"))
+
+    def step(self, previous: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor]) -> AdapterState:
+        s = self.spec
+        steps = {}
+        for key in previous:
+            delta = update[key].to(torch.float64)
+            m = self.moments.get("m", key, delta)
+            v = self.moments.get("v", key, delta, start=s.tau**2)
+            m.mul_(s.beta1).add_((1 - s.beta1) * delta)
+            self.second(v, delta * delta, s.beta2)
+            steps[key] = s.lr * m / (v.clamp(min=0).sqrt() + s.tau)
+        return _applied(previous, steps)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.moments.state()
+
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.moments.restore(state)
+
+
+SERVER_OPTIMIZERS.add("fedavgm", FedAvgM)
+SERVER_OPTIMIZERS.add("fedadagrad", lambda spec: Adaptive(spec, _adagrad))
+SERVER_OPTIMIZERS.add("fedadam", lambda spec: Adaptive(spec, _adam))
+SERVER_OPTIMIZERS.add("fedyogi", lambda spec: Adaptive(spec, _yogi))
+
+
+def make_server_optimizer(spec: ServerOptSpec) -> ServerOptimizer:
+    return SERVER_OPTIMIZERS.get(spec.name)(spec)

@@ -1,0 +1,47 @@
+"""Server optimizers inside real runs: the split invariants still hold, the numbers change, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleettune.config import build_config
+from fleettune.errors import ConfigError
+from fleettune.runner import prepare
+from tests.schemes.conftest import RunScheme, tiny_flags
+from tests.schemes.test_mixed_ranks import _fleet
+
+FEDADAM = {"server_optimizer__name": "fedadam", "server_optimizer__lr": 1e-2}
+
+
+def test_mesfl_still_equals_splitfed_with_a_server_optimizer(run_scheme: RunScheme) -> None:
+    mesfl = run_scheme("mesfl", rounds=4, clients=3, aggregate_every=1, **FEDADAM)
+    splitfed = run_scheme("splitfed", rounds=4, clients=3, aggregate_every=1, **FEDADAM)
+    assert mesfl.step_losses == pytest.approx(splitfed.step_losses, abs=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["fl", "mesfl"])
+def test_a_server_optimizer_changes_the_numbers_after_the_first_aggregation(scheme: str, run_scheme: RunScheme) -> None:
+    extra = {"local_steps": 1} if scheme == "fl" else {"aggregate_every": 2}
+    plain = run_scheme(scheme, rounds=4, clients=3, **extra)
+    adam = run_scheme(scheme, rounds=4, clients=3, **extra, **FEDADAM)
+    first = 1 if scheme == "fl" else 2  # the rounds before the first aggregation's result is trained from
+    assert [h.train_loss for h in adam.history[:first]] == [h.train_loss for h in plain.history[:first]]
+    assert adam.history[-1].train_loss != pytest.approx(plain.history[-1].train_loss, abs=1e-4)
+
+
+def test_fedavgm_at_rate_one_without_momentum_trains_as_fedavg(run_scheme: RunScheme) -> None:
+    plain = run_scheme("mesfl", rounds=3, clients=3)
+    fedavgm = run_scheme("mesfl", rounds=3, clients=3, server_optimizer__name="fedavgm", server_optimizer__momentum=0.0)
+    assert fedavgm.step_losses == pytest.approx(plain.step_losses, abs=1e-6)
+
+
+def test_server_optimizers_need_one_rank_and_an_aggregating_scheme(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"server_optimizer applies to aggregation.*scheme sl"):
+        prepare(build_config(flags=tiny_flags(tiny_model_dir, tiny_data_dir, "sl", **FEDADAM)))
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", fleet=_fleet(tmp_path, (2, 4, 8)), **FEDADAM)
+    with pytest.raises(ConfigError, match="one LoRA rank for every device"):
+        prepare(build_config(flags=flags))
