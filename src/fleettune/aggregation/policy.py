@@ -33,7 +33,7 @@ import torch
 from fleettune.aggregation.fedavg import fedavg, sample_weights
 from fleettune.aggregation.robust import Aggregator, make_aggregator
 from fleettune.aggregation.secure import SecAggSpec, SecureSummer
-from fleettune.aggregation.server_opt import ServerOptimizer, ServerOptSpec, make_server_optimizer
+from fleettune.aggregation.server_opt import ServerOptimizer, ServerOptSpec, add_step, make_server_optimizer
 from fleettune.privacy.accounting import PrivacyAccountant
 from fleettune.privacy.dp import clip_update, gaussian_like, noisy_aggregate
 from fleettune.security.attacks import UpdateAttack
@@ -173,7 +173,7 @@ class AggregationPolicy:
         optimizer's step."""
         if self._server_opt is not None:
             return self._server_opt.step(previous, step)
-        return {key: (value.to(torch.float64) + step[key]).to(value.dtype) for key, value in previous.items()}
+        return add_step(previous, step)
 
     def optimizer_state(self) -> dict[str, torch.Tensor]:
         """The server optimizer's moments (none without one), for checkpoints."""

@@ -55,7 +55,8 @@ class ServerOptimizer(Protocol):
 SERVER_OPTIMIZERS: Registry[Callable[[ServerOptSpec], ServerOptimizer]] = Registry("server optimizer")
 
 
-def _applied(previous: Mapping[str, torch.Tensor], steps: Mapping[str, torch.Tensor]) -> AdapterState:
+def add_step(previous: Mapping[str, torch.Tensor], steps: Mapping[str, torch.Tensor]) -> AdapterState:
+    """`previous` plus `steps` key by key, summed in float64 and stored in each tensor's own dtype."""
     return {key: (value.to(torch.float64) + steps[key]).to(value.dtype) for key, value in previous.items()}
 
 
@@ -99,7 +100,7 @@ class FedAvgM:
             velocity = self.moments.get("v", key, delta)
             velocity.mul_(self.momentum).add_(delta)
             steps[key] = self.lr * velocity
-        return _applied(previous, steps)
+        return add_step(previous, steps)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.moments.state()
@@ -138,7 +139,7 @@ class Adaptive:
             m.mul_(s.beta1).add_((1 - s.beta1) * delta)
             self.second(v, delta * delta, s.beta2)
             steps[key] = s.lr * m / (v.clamp(min=0).sqrt() + s.tau)
-        return _applied(previous, steps)
+        return add_step(previous, steps)
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.moments.state()
