@@ -25,3 +25,16 @@ def together_job_sets(draw: st.DrawFn, max_size: int = 7) -> list[Job]:
     release = draw(_whole)
     jobs = draw(job_sets(max_size=max_size))
     return [Job(job.id, release, job.processing_s, job.tail_s) for job in jobs]
+
+
+@st.composite
+def fleet_job_sets(draw: st.DrawFn, max_size: int = 7) -> list[Job]:
+    """Jobs of a fleet with few device kinds: most are copies of one of up to three (r, p, q) triples."""
+    kinds = draw(st.lists(st.tuples(_whole, _whole, _whole), min_size=1, max_size=3))
+    n = draw(st.integers(min_value=2, max_value=max_size))
+    jobs = []
+    for i in range(n):
+        own = (draw(_whole), draw(_whole), draw(_whole))
+        release, processing, tail = draw(st.sampled_from([*kinds, own]))
+        jobs.append(Job(f"j{i}", release, processing, tail))
+    return jobs
