@@ -7,7 +7,8 @@ Every scheme sees the same number of training samples: `--rounds` rounds of one 
 data for that many samples in batches of the same size. Same model, LoRA, learning-rate recipe and
 seed for all. Batches are padded to their longest sequence to keep the run short: the attention mask
 hides padding, so that changes no computation on the real tokens, only which dropout masks are drawn.
-`--server-opt` sets the aggregating schemes' server optimizer (`server_optimizer.name`, rate `--server-lr`).
+`--server-opt` sets the aggregating schemes' server optimizer (`server_optimizer.name`, rate `--server-lr`);
+`--set KEY=VALUE` sets any config key of every scheme but `central`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def main() -> None:
     parser.add_argument("--aggregate-every", type=int, default=1, help="I of the split schemes")
     parser.add_argument("--server-opt", default="none", help="server_optimizer.name of the aggregating schemes")
     parser.add_argument("--server-lr", type=float, default=None, help="server_optimizer.lr (default: its own)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for every scheme but central (repeatable), e.g. optimizer=sgd",
+    )
     parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, required=True)
@@ -80,7 +89,8 @@ def main() -> None:
         if args.reuse and existing.exists():
             report = json.loads(existing.read_text())
         else:
-            report = train_one(build_config(flags=flags), args.out / scheme)
+            overrides = args.sets if scheme != "central" else None
+            report = train_one(build_config(flags=flags, overrides=overrides), args.out / scheme)
         finals[scheme] = {
             "accuracy": report["final"]["accuracy"],
             "macro_f1": report["final"]["macro_f1"],
@@ -97,6 +107,7 @@ def main() -> None:
             "aggregate_every": args.aggregate_every,
             "server_optimizer": args.server_opt,
             "server_lr": args.server_lr,
+            "set": args.sets,
         },
         "schemes": finals,
         "benchmark_wall_time_s": time.perf_counter() - started,

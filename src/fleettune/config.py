@@ -229,6 +229,8 @@ class ServerOptimizerSettings(BaseModel):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-6, gt=0, allow_inf_nan=False)
+    bias_correction: bool = False  # the adaptive ones: Adam's correction of m and v for their zero start
+    lr_schedule: Literal["constant", "onecycle"] = "constant"  # over the run's aggregations
 
     @field_validator("name")
     @classmethod
@@ -267,6 +269,7 @@ class RunConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # every party's local optimizer (fleettune.training)
     weight_decay: float = Field(0.01, ge=0)  # AdamW's usual default
     lr_schedule: Literal["constant", "onecycle"] = "onecycle"
     lora: LoraSettings = Field(default_factory=LoraSettings)

@@ -37,6 +37,7 @@ from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import Evaluator
 from fleettune.schemes.fl import clients_per_round
 from fleettune.security.attacks import DATA_ATTACKS, UPDATE_ATTACKS, DataAttack, UpdateAttack, choose_malicious
+from fleettune.training import LocalOptimizer
 
 DEFAULT_FL_ROUNDS = 20
 FL_LOCAL_STEPS = 10
@@ -119,7 +120,7 @@ def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         lr=config.lr,
-        weight_decay=config.weight_decay,
+        local_opt=LocalOptimizer(config.optimizer, config.weight_decay),
         lr_schedule=config.lr_schedule,
         client_fraction=config.client_fraction,
         aggregate_every=config.aggregate_every,
@@ -264,7 +265,7 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     DP's sample rate is the share of clients sampled per aggregation (`client_fraction` in `fl`, all
     clients in the split schemes); the accountant takes one step per aggregation."""
     privacy, security = config.privacy, config.security
-    server_opt = _server_opt(config)
+    server_opt = _server_opt(config, plan)
     if not privacy.enabled and security.default and server_opt is None:
         return PolicySpec()
     if config.scheme not in SAFEGUARD_SCHEMES:
@@ -314,14 +315,25 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     return spec
 
 
-def _server_opt(config: RunConfig) -> ServerOptSpec | None:
+def _server_opt(config: RunConfig, plan: TrainingPlan) -> ServerOptSpec | None:
     """The run's server optimizer (None: FedAvg); its rate defaults to 1 for fedavgm, to the clients' rate for the
-    adaptive ones (whose steps are about `lr` per coordinate)."""
+    adaptive ones (whose steps are about `lr` per coordinate). Its schedule runs over the planned aggregations."""
     settings = config.server_optimizer
     if settings.name == "none":
         return None
     lr = settings.lr if settings.lr is not None else (1.0 if settings.name == "fedavgm" else config.lr)
-    return ServerOptSpec(settings.name, lr, settings.momentum, settings.beta1, settings.beta2, settings.tau)
+    aggregations = plan.rounds if config.scheme == "fl" else math.ceil(plan.rounds / plan.aggregate_every)
+    return ServerOptSpec(
+        settings.name,
+        lr,
+        settings.momentum,
+        settings.beta1,
+        settings.beta2,
+        settings.tau,
+        settings.bias_correction,
+        settings.lr_schedule,
+        aggregations,
+    )
 
 
 def _client_privacy(config: RunConfig) -> ClientPrivacy | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,8 +16,27 @@ def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay)
+LOCAL_OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class LocalOptimizer:
+    """The optimizer every party trains its own parameters with: AdamW (decoupled weight decay, two moments per
+    parameter), or plain SGD (weight decay added to the gradient, no state), the usual client optimizer under
+    an adaptive server optimizer (Reddi et al.), where the clients' steps are the server's pseudo-gradients."""
+
+    name: str = "adamw"
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.name not in LOCAL_OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.name!r}; expected one of {', '.join(LOCAL_OPTIMIZERS)}")
+
+
+def make_optimizer(params: Iterable[nn.Parameter], lr: float, local: LocalOptimizer) -> torch.optim.Optimizer:
+    if local.name == "sgd":
+        return torch.optim.SGD(list(params), lr=lr, weight_decay=local.weight_decay)
+    return torch.optim.AdamW(list(params), lr=lr, weight_decay=local.weight_decay)
 
 
 def lr_factor(schedule: str, step: int, total_steps: int, warmup_fraction: float = 0.3) -> float:

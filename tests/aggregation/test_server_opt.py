@@ -60,7 +60,7 @@ def test_a_restored_optimizer_goes_on_exactly_as_the_original() -> None:
     state = original.step(START, UPDATES[0])
     copy = make_server_optimizer(spec)
     copy.restore(original.state())
-    assert sorted(original.state()) == ["m/w", "v/w"]
+    assert sorted(original.state()) == ["m/w", "steps", "v/w"]
     assert torch.equal(copy.step(state, UPDATES[1])["w"], original.step(state, UPDATES[1])["w"])
 
 
@@ -74,3 +74,48 @@ def test_malformed_optimizer_state_and_unknown_names_are_refused() -> None:
     assert plain.optimizer_state() == {}
     with pytest.raises(ValueError, match="keeps no optimizer state"):
         plain.restore_optimizer({"v/w": torch.zeros(2)})
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle"])
+def test_bias_corrected_fedadam_is_adam_on_the_negated_updates(schedule: str) -> None:
+    # With tau tiny, v's start at tau^2 vanishes and tau is Adam's eps: each step is torch's Adam step with the
+    # negated mean update as the gradient, at the scheduled rate.
+    torch.manual_seed(3)
+    updates = [{"w": 0.01 * torch.randn(5, dtype=torch.float64)} for _ in range(6)]
+    spec = ServerOptSpec(
+        "fedadam", lr=0.05, beta1=0.9, beta2=0.99, tau=1e-12, bias_correction=True, lr_schedule=schedule, total_steps=6
+    )
+    optimizer = make_server_optimizer(spec)
+    state = {"w": torch.linspace(-1, 1, 5, dtype=torch.float64)}
+    param = torch.nn.Parameter(state["w"].clone())
+    adam = torch.optim.Adam([param], lr=0.05, betas=(0.9, 0.99), eps=1e-12)
+    for index, update in enumerate(updates):
+        state = optimizer.step(state, update)
+        adam.param_groups[0]["lr"] = spec.rate(index)
+        param.grad = -update["w"]
+        adam.step()
+        torch.testing.assert_close(state["w"], param.detach(), atol=1e-12, rtol=0)
+
+
+def test_the_server_rate_follows_its_schedule_over_the_aggregations() -> None:
+    # onecycle over 4 steps: warm-up of max(1, int(0.3 * 4)) = 1 step, then cosine: factors 1, 1, 0.75, 0.25.
+    spec = ServerOptSpec("fedavgm", lr=2.0, momentum=0.0, lr_schedule="onecycle", total_steps=4)
+    assert [spec.rate(i) for i in range(4)] == pytest.approx([2.0, 2.0, 1.5, 0.5], abs=1e-12)
+    optimizer = make_server_optimizer(spec)
+    state = {"w": torch.zeros(1, dtype=torch.float64)}
+    for _ in range(4):
+        state = optimizer.step(state, {"w": torch.ones(1, dtype=torch.float64)})
+    assert state["w"].item() == pytest.approx(6.0, abs=1e-12)
+
+
+def test_bias_correction_golden_first_step_and_the_step_count_survives_a_restore() -> None:
+    # First step: m = 0.1 D, v = 0.99 tau^2 + 0.01 D^2; corrected m / 0.1 = D, v / 0.01 = 99 tau^2 + D^2.
+    spec = ServerOptSpec("fedadam", lr=0.01, tau=1e-3, bias_correction=True)
+    optimizer = make_server_optimizer(spec)
+    first = optimizer.step(START, UPDATES[0])
+    expected = [1.0 + 0.01 * d / ((99e-6 + d * d) ** 0.5 + 1e-3) for d in (0.1, -0.2)]
+    assert first["w"].tolist() == pytest.approx([expected[0], -2.0 + expected[1] - 1.0], abs=1e-12)
+    copy = make_server_optimizer(spec)
+    copy.restore(optimizer.state())
+    assert int(optimizer.state()["steps"]) == 1
+    assert torch.equal(copy.step(first, UPDATES[1])["w"], optimizer.step(first, UPDATES[1])["w"])

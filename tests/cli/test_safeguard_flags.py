@@ -37,6 +37,8 @@ from fleettune.cli.main import main
         (["--set", "server_optimizer.name=sgd"], "server_optimizer.name"),
         (["--set", "server_optimizer.name=fedadam", "--set", "server_optimizer.tau=0"], "server_optimizer.tau"),
         (["--set", "server_optimizer.name=fedadam", "--scheme", "cpsl"], "server_optimizer applies to aggregation"),
+        (["--set", "server_optimizer.lr_schedule=linear"], "server_optimizer.lr_schedule"),
+        (["--set", "optimizer=adam"], "optimizer"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(

@@ -11,6 +11,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import client_stage
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.schemes.split.client import SplitClient
+from fleettune.training import LocalOptimizer
 from tests.models.tiny import VOCAB, tiny_model
 
 CUT = 2
@@ -27,7 +28,7 @@ def tiny_client(privacy: ClientPrivacy | None = None) -> SplitClient:
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
     device = load_fleet("paper6").devices[0]
-    return SplitClient("dev", device, CUT, stage, iter(()), 4, 1e-2, 0.0, privacy)
+    return SplitClient("dev", device, CUT, stage, iter(()), 4, 1e-2, LocalOptimizer(weight_decay=0.0), privacy)
 
 
 def padded_batch() -> Batch:

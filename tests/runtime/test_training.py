@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fleettune.evaluation import macro_f1, per_client_accuracy, score
-from fleettune.training import lr_factor
+from fleettune.training import LocalOptimizer, lr_factor, make_optimizer
 
 
 def test_onecycle_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
@@ -35,3 +36,17 @@ def test_per_client_accuracy_worst_and_spread() -> None:
     assert clients.per_client == {"a": 0.5, "b": 1.0}
     assert clients.worst == 0.5
     assert clients.std == pytest.approx(0.25)
+
+
+def test_sgd_keeps_no_state_and_decays_through_the_gradient() -> None:
+    param = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    sgd = make_optimizer([param], 0.1, LocalOptimizer("sgd", weight_decay=0.5))
+    param.grad = torch.tensor([1.0, 1.0])
+    sgd.step()
+    # p - lr * (g + wd * p): 1 - 0.1 * 1.5 = 0.85, -2 - 0.1 * 0 = -2
+    assert param.detach().tolist() == pytest.approx([0.85, -2.0])
+    assert isinstance(sgd, torch.optim.SGD) and not sgd.state[param]
+    adamw = make_optimizer([param], 0.1, LocalOptimizer())
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.01
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; expected one of adamw, sgd"):
+        LocalOptimizer("adam")

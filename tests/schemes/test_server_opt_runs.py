@@ -31,6 +31,20 @@ def test_a_server_optimizer_changes_the_numbers_after_the_first_aggregation(sche
     assert adam.history[-1].train_loss != pytest.approx(plain.history[-1].train_loss, abs=1e-4)
 
 
+def test_sgd_clients_keep_no_optimizer_state_and_mesfl_still_equals_splitfed(run_scheme: RunScheme) -> None:
+    flags = {**FEDADAM, "optimizer": "sgd", "lr": 0.5, "server_optimizer__bias_correction": True}
+    mesfl = run_scheme("mesfl", rounds=3, clients=3, **flags)
+    splitfed = run_scheme("splitfed", rounds=3, clients=3, **flags)
+    assert mesfl.step_losses == pytest.approx(splitfed.step_losses, abs=1e-6)
+    adamw = run_scheme("mesfl", rounds=3, clients=3, **FEDADAM)
+    # Same start, so the first round's mean loss agrees; the optimizers then part ways.
+    assert mesfl.step_losses[0] == pytest.approx(adamw.step_losses[0], abs=1e-6)
+    assert mesfl.step_losses[-1] != pytest.approx(adamw.step_losses[-1], abs=1e-4)
+    assert all(m.optimizer == 0 for m in mesfl.client_memory.values())
+    assert all(m.optimizer > 0 for m in adamw.client_memory.values())
+    assert mesfl.server_memory.optimizer == 0 < adamw.server_memory.optimizer
+
+
 def test_fedavgm_at_rate_one_without_momentum_trains_as_fedavg(run_scheme: RunScheme) -> None:
     plain = run_scheme("mesfl", rounds=3, clients=3)
     fedavgm = run_scheme("mesfl", rounds=3, clients=3, server_optimizer__name="fedavgm", server_optimizer__momentum=0.0)

@@ -9,7 +9,15 @@ Optimization", ICLR 2021), per coordinate, in float64:
 - the adaptive ones: m <- beta1 * m + (1 - beta1) * D;  x <- x + lr * m / (sqrt(v) + tau), with
   `fedadagrad`: v <- v + D^2;  `fedadam`: v <- beta2 * v + (1 - beta2) * D^2;
   `fedyogi`: v <- v - (1 - beta2) * D^2 * sign(v - D^2).
-  m starts at zero and v at tau^2, without bias correction, as in Reddi et al.'s algorithm.
+  m starts at zero and v at tau^2, without bias correction, as in Reddi et al.'s algorithm; with
+  `bias_correction`, the step uses m / (1 - beta1^t) and (for fedadam and fedyogi) v / (1 - beta2^t) at the
+  t-th aggregation, as Adam does, so that the first steps are not up to twice the rate.
+
+The rate is `lr` times the factor of `lr_schedule` (`fleettune.training.lr_factor`) at the aggregation's index
+among `total_steps`: constant by default, or warm-up then cosine decay over the run's aggregations.
+
+With SGD clients (`optimizer = "sgd"`) and one local step, D is the clients' mean gradient times their rate, and
+`fedadam` is Adam on the fleet's pooled batch (Reddi et al.'s setting).
 
 With one local step per aggregation (`mesfl` and `splitfed` at I = 1), D is the mean of the clients' Adam
 steps, which cancel where their gradients disagree; an adaptive server step rescales every coordinate back to
@@ -26,6 +34,7 @@ from typing import Protocol
 import torch
 
 from fleettune.registry import Registry
+from fleettune.training import lr_factor
 
 AdapterState = dict[str, torch.Tensor]
 
@@ -40,6 +49,13 @@ class ServerOptSpec:
     beta1: float = 0.9  # the adaptive ones
     beta2: float = 0.99  # fedadam, fedyogi
     tau: float = 1e-6  # the adaptive ones: v starts at tau^2, and tau keeps the step finite where v is 0
+    bias_correction: bool = False  # the adaptive ones
+    lr_schedule: str = "constant"  # "constant" or "onecycle" over `total_steps` aggregations
+    total_steps: int = 1
+
+    def rate(self, index: int) -> float:
+        """The rate of the aggregation at 0-based `index`."""
+        return self.lr * lr_factor(self.lr_schedule, index, self.total_steps)
 
 
 class ServerOptimizer(Protocol):
@@ -60,12 +76,18 @@ def add_step(previous: Mapping[str, torch.Tensor], steps: Mapping[str, torch.Ten
     return {key: (value.to(torch.float64) + steps[key]).to(value.dtype) for key, value in previous.items()}
 
 
+STEPS = "steps"
+"""The state entry counting the aggregations taken (the index of the rate and of the bias correction)."""
+
+
 class _Moments:
-    """Per-key float64 moment tensors, created at zero (or at a given value) the first time a key is seen."""
+    """Per-key float64 moment tensors, created at zero (or at a given value) the first time a key is seen, and
+    the number of steps taken."""
 
     def __init__(self, slots: tuple[str, ...]) -> None:
         self.slots = slots
         self.values: dict[str, dict[str, torch.Tensor]] = {slot: {} for slot in slots}
+        self.steps = 0
 
     def get(self, slot: str, key: str, like: torch.Tensor, start: float = 0.0) -> torch.Tensor:
         table = self.values[slot]
@@ -74,32 +96,40 @@ class _Moments:
         return table[key]
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {f"{slot}/{key}": value.clone() for slot in self.slots for key, value in self.values[slot].items()}
+        moments = {f"{slot}/{key}": value.clone() for slot in self.slots for key, value in self.values[slot].items()}
+        return {**moments, STEPS: torch.tensor(self.steps, dtype=torch.int64)}
 
     def restore(self, state: Mapping[str, torch.Tensor]) -> None:
         values: dict[str, dict[str, torch.Tensor]] = {slot: {} for slot in self.slots}
+        steps = 0  # a state written before steps were counted: its optimizer had no use for them
         for name, value in state.items():
+            if name == STEPS:
+                steps = int(value)
+                continue
             slot, _, key = name.partition("/")
             if slot not in values or not key:
                 raise ValueError(f"server optimizer state has an entry {name!r}; expected one of {self.slots}/<key>")
             values[slot][key] = value.to(torch.float64).clone()
         self.values = values
+        self.steps = steps
 
 
 class FedAvgM:
     """Server momentum: v <- momentum * v + D; x <- x + lr * v."""
 
     def __init__(self, spec: ServerOptSpec) -> None:
-        self.lr, self.momentum = spec.lr, spec.momentum
+        self.spec = spec
         self.moments = _Moments(("v",))
 
     def step(self, previous: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor]) -> AdapterState:
+        lr = self.spec.rate(self.moments.steps)
+        self.moments.steps += 1
         steps = {}
         for key in previous:
             delta = update[key].to(torch.float64)
             velocity = self.moments.get("v", key, delta)
-            velocity.mul_(self.momentum).add_(delta)
-            steps[key] = self.lr * velocity
+            velocity.mul_(self.spec.momentum).add_(delta)
+            steps[key] = lr * velocity
         return add_step(previous, steps)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -124,13 +154,22 @@ def _yogi(v: torch.Tensor, square: torch.Tensor, beta2: float) -> None:
 class Adaptive:
     """The adaptive server optimizers: first moment m, second moment v by `second`, step lr * m / (sqrt(v) + tau)."""
 
-    def __init__(self, spec: ServerOptSpec, second: Callable[[torch.Tensor, torch.Tensor, float], None]) -> None:
+    def __init__(
+        self, spec: ServerOptSpec, second: Callable[[torch.Tensor, torch.Tensor, float], None], averages_v: bool
+    ) -> None:
         self.spec = spec
         self.second = second
+        self.averages_v = averages_v  # v is an exponential average (fedadam, fedyogi), not a sum (fedadagrad)
         self.moments = _Moments(("m", "v"))
 
     def step(self, previous: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor]) -> AdapterState:
         s = self.spec
+        lr = s.rate(self.moments.steps)
+        self.moments.steps += 1
+        m_scale = v_scale = 1.0
+        if s.bias_correction:
+            m_scale = 1 / (1 - s.beta1**self.moments.steps)
+            v_scale = 1 / (1 - s.beta2**self.moments.steps) if self.averages_v else 1.0
         steps = {}
         for key in previous:
             delta = update[key].to(torch.float64)
@@ -138,7 +177,7 @@ class Adaptive:
             v = self.moments.get("v", key, delta, start=s.tau**2)
             m.mul_(s.beta1).add_((1 - s.beta1) * delta)
             self.second(v, delta * delta, s.beta2)
-            steps[key] = s.lr * m / (v.clamp(min=0).sqrt() + s.tau)
+            steps[key] = lr * (m * m_scale) / ((v.clamp(min=0) * v_scale).sqrt() + s.tau)
         return add_step(previous, steps)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -149,9 +188,9 @@ class Adaptive:
 
 
 SERVER_OPTIMIZERS.add("fedavgm", FedAvgM)
-SERVER_OPTIMIZERS.add("fedadagrad", lambda spec: Adaptive(spec, _adagrad))
-SERVER_OPTIMIZERS.add("fedadam", lambda spec: Adaptive(spec, _adam))
-SERVER_OPTIMIZERS.add("fedyogi", lambda spec: Adaptive(spec, _yogi))
+SERVER_OPTIMIZERS.add("fedadagrad", lambda spec: Adaptive(spec, _adagrad, averages_v=False))
+SERVER_OPTIMIZERS.add("fedadam", lambda spec: Adaptive(spec, _adam, averages_v=True))
+SERVER_OPTIMIZERS.add("fedyogi", lambda spec: Adaptive(spec, _yogi, averages_v=True))
 
 
 def make_server_optimizer(spec: ServerOptSpec) -> ServerOptimizer:

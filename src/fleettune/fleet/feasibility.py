@@ -12,7 +12,7 @@ from fleettune.fleet.profiles import Device
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, client_stage
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
-from fleettune.training import make_optimizer, trainable_parameters
+from fleettune.training import LocalOptimizer, make_optimizer, trainable_parameters
 
 GIB = 2**30
 
@@ -28,7 +28,8 @@ def client_stage_memory(
         vocab_size = int(model.config.vocab_size)
         stage = client_stage(model, cut, lora, task)
         del model  # the stage keeps only its own layers
-        optimizer = make_optimizer(trainable_parameters(stage), lr=1e-3, weight_decay=0.0)  # state size ignores lr
+        # AdamW, the default and the larger state (SGD keeps none): the footprint is an upper bound for either.
+        optimizer = make_optimizer(trainable_parameters(stage), 1e-3, LocalOptimizer(weight_decay=0.0))
         ids = torch.randint(1, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
         mask = torch.ones_like(ids)  # no padding: the largest footprint of this shape
         meter = ActivationMeter()

@@ -28,6 +28,7 @@ from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.participation import STREAM, Participation, ParticipationTotals
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import EvalResult, Evaluator
+from fleettune.training import LocalOptimizer
 
 NOISE_STREAM = 4  # the run's RNG stream (`RunSetup.rng(NOISE_STREAM)`) seeding the DP noise of aggregation
 DEVICE_NOISE_STREAM = 8  # `RunSetup.rng(DEVICE_NOISE_STREAM, index)`: client `index`'s activation and DP-SGD noise
@@ -44,7 +45,7 @@ class TrainingPlan:
     local_epochs: float | None
     batch_size: int
     lr: float
-    weight_decay: float
+    local_opt: LocalOptimizer
     lr_schedule: str
     client_fraction: float
     aggregate_every: int

@@ -20,7 +20,7 @@ def run_central(setup: RunSetup) -> SchemeResult:
     the last round is then partial), else `plan.rounds` epochs."""
     plan = setup.plan
     model = seeded_full_model(setup)
-    optimizer = make_optimizer(trainable_parameters(model), plan.lr, plan.weight_decay)
+    optimizer = make_optimizer(trainable_parameters(model), plan.lr, plan.local_opt)
     steps_per_round = setup.batches.steps_per_epoch(setup.train)
     epochs = plan.epochs if plan.epochs is not None else float(plan.rounds)
     total_steps = max(1, round(epochs * steps_per_round))
@@ -41,7 +41,7 @@ def run_central(setup: RunSetup) -> SchemeResult:
             stream,
             min(steps_per_round, total_steps - round_index * steps_per_round),
             lr=plan.lr,
-            weight_decay=plan.weight_decay,
+            local_opt=plan.local_opt,
             schedule=plan.lr_schedule,
             schedule_offset=round_index * steps_per_round,
             schedule_total=total_steps,

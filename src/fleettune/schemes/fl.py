@@ -106,7 +106,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 streams[client.id],
                 steps,
                 lr=plan.lr,
-                weight_decay=plan.weight_decay,
+                local_opt=plan.local_opt,
                 schedule=plan.lr_schedule,
                 schedule_offset=round_index,
                 schedule_total=plan.rounds,

@@ -15,7 +15,14 @@ from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.dpsgd import private_backward
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
 from fleettune.runtime.sim.flop_book import FlopBook
-from fleettune.training import backward_step, lr_factor, make_optimizer, set_lr, trainable_parameters
+from fleettune.training import (
+    LocalOptimizer,
+    backward_step,
+    lr_factor,
+    make_optimizer,
+    set_lr,
+    trainable_parameters,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ def train_local(
     steps: int,
     *,
     lr: float,
-    weight_decay: float,
+    local_opt: LocalOptimizer,
     schedule: str,
     schedule_offset: int,
     schedule_total: int,
@@ -47,13 +54,14 @@ def train_local(
     noise: torch.Generator | None = None,
 ) -> LocalRun:
     """`steps` optimizer steps on `batches`; the learning rate follows the run-wide schedule from
-    `schedule_offset`. A fresh AdamW is made unless one is passed in. With DP-SGD in `privacy`, every step's
-    gradient is DP-SGD's (per-sample clipping, noise from `noise`) and `max_grad_norm` is not applied."""
+    `schedule_offset`. A fresh `local_opt` optimizer is made unless one is passed in. With DP-SGD in
+    `privacy`, every step's gradient is DP-SGD's (per-sample clipping, noise from `noise`) and `max_grad_norm`
+    is not applied."""
     dpsgd = privacy is not None and privacy.dpsgd_clip is not None
     if dpsgd and (noise is None or model.task is not Task.CLASSIFICATION):
         raise ValueError("DP-SGD needs a noise generator and a classification model")
     model.train()
-    optimizer = optimizer or make_optimizer(trainable_parameters(model), lr, weight_decay)
+    optimizer = optimizer or make_optimizer(trainable_parameters(model), lr, local_opt)
     meter = ActivationMeter()
     losses: list[float] = []
     samples = 0

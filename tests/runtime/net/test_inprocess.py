@@ -153,12 +153,28 @@ def test_foolsgold_deployed_equals_simulated_and_its_histories_survive_a_checkpo
     assert all(float(h.abs().max()) > 0 for h in histories.values())
 
 
-@pytest.mark.parametrize("scheme", ["fl", "mesfl"])
+SGD_UNDER_FEDADAM = {
+    "optimizer": "sgd",
+    "lr": 0.5,
+    "server_optimizer__lr": 1e-2,
+    "server_optimizer__bias_correction": True,
+    "server_optimizer__lr_schedule": "onecycle",
+}
+
+
+@pytest.mark.parametrize(("scheme", "extra"), [("fl", {}), ("mesfl", {}), ("mesfl", SGD_UNDER_FEDADAM)])
 def test_a_server_optimizer_deployed_equals_simulated_and_its_moments_survive_a_checkpoint(
-    scheme: str, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+    scheme: str, extra: dict[str, object], tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     flags = tiny_flags(
-        tiny_model_dir, tiny_data_dir, scheme, clients=3, rounds=3, local_steps=1, server_optimizer__name="fedadam"
+        tiny_model_dir,
+        tiny_data_dir,
+        scheme,
+        clients=3,
+        rounds=3,
+        local_steps=1,
+        server_optimizer__name="fedadam",
+        **extra,
     )
     simulated = execute(prepare(build_config(flags=flags)))
     options = ServeOptions(poll_s=0.2, join_timeout_s=60.0, step_timeout_s=60.0, checkpoint_dir=tmp_path / "ckpt")
@@ -169,5 +185,6 @@ def test_a_server_optimizer_deployed_equals_simulated_and_its_moments_survive_a_
     resumed = Coordinator(prepare(build_config(flags=flags)), options)
     checkpoint.load(resumed, tmp_path / "ckpt")
     moments = resumed.policy.optimizer_state()
+    assert int(moments.pop("steps")) == 3  # one aggregation per round
     assert {name.split("/", 1)[1] for name in moments} == set(simulated.adapter)
     assert any(float(m.abs().max()) > 0 for m in moments.values())

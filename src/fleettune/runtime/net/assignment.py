@@ -36,6 +36,7 @@ class Assignment:
     lr: float
     lr_schedule: str  # fl: devices follow the run's schedule in their local steps
     weight_decay: float
+    optimizer: str  # the run's local optimizer (`optimizer`)
     seed: int
     activations: str  # cut codecs and unpadding, as in the run's config
     gradients: str

@@ -201,6 +201,7 @@ class Coordinator:
             lr=config.lr,
             lr_schedule=config.lr_schedule,
             weight_decay=config.weight_decay,
+            optimizer=config.optimizer,
             seed=config.seed,
             activations=config.compression.activations,
             gradients=config.compression.gradients,

@@ -43,6 +43,7 @@ from fleettune.runtime.net.transport.errors import RemoteError
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.seeding import without_rng_draws
 from fleettune.schemes.split.client import SplitClient
+from fleettune.training import LocalOptimizer
 
 log = logging.getLogger("fleettune.net")
 
@@ -185,11 +186,12 @@ class DeviceAgent:
         torch.manual_seed(a.seed + a.index)  # this process's dropout draws
         batches = BatchSource(tokenizer, a.max_length, a.batch_size, a.pad_to_max_length)
         stream = batches.stream(split, np.random.default_rng([a.seed, BATCH_STREAM, a.index]))
+        local_opt = LocalOptimizer(a.optimizer, a.weight_decay)
         if isinstance(whole_or_stage, FullModel):
-            return LocalLearner(whole_or_stage, stream, a.lr, a.weight_decay, a.lr_schedule, a.privacy())
+            return LocalLearner(whole_or_stage, stream, a.lr, local_opt, a.lr_schedule, a.privacy())
         device = Device(self.id, Hardware(a.kind, a.tflops, a.memory_gib, a.power_w), Link(), a.cut_layer)
         return SplitClient(
-            self.id, device, a.cut_layer, whole_or_stage, stream, len(split), a.lr, a.weight_decay, a.privacy()
+            self.id, device, a.cut_layer, whole_or_stage, stream, len(split), a.lr, local_opt, a.privacy()
         )
 
     def step(self, instruction: Instruction) -> None:

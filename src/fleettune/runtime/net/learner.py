@@ -11,6 +11,7 @@ from fleettune.models.stages import FullModel
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.schemes.local import train_local
+from fleettune.training import LocalOptimizer
 
 
 class LocalLearner:
@@ -19,12 +20,12 @@ class LocalLearner:
         model: FullModel,
         batches: Iterator[Batch],
         lr: float,
-        weight_decay: float,
+        local_opt: LocalOptimizer,
         schedule: str,
         privacy: ClientPrivacy | None = None,
     ) -> None:
         self.model, self.batches, self.privacy = model, batches, privacy
-        self.lr, self.weight_decay, self.schedule = lr, weight_decay, schedule
+        self.lr, self.local_opt, self.schedule = lr, local_opt, schedule
         self.received_peak = 0
         self.last_loss = 0.0
         self._memory = MemoryBreakdown()
@@ -36,7 +37,7 @@ class LocalLearner:
             self.batches,
             steps,
             lr=self.lr,
-            weight_decay=self.weight_decay,
+            local_opt=self.local_opt,
             schedule=self.schedule,
             schedule_offset=round_index,
             schedule_total=rounds,

@@ -18,7 +18,7 @@ from fleettune.privacy.activations import protect_activations
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.dpsgd import private_backward
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
-from fleettune.training import make_optimizer, set_lr, trainable_parameters
+from fleettune.training import LocalOptimizer, make_optimizer, set_lr, trainable_parameters
 
 
 class SplitClient:
@@ -39,7 +39,7 @@ class SplitClient:
         batches: Iterator[Batch],
         num_samples: int,
         lr: float,
-        weight_decay: float,
+        local_opt: LocalOptimizer,
         privacy: ClientPrivacy | None = None,
     ) -> None:
         self.id = id
@@ -49,7 +49,7 @@ class SplitClient:
         self.batches = batches
         self.num_samples = num_samples
         self.lr = lr
-        self.optimizer = make_optimizer(trainable_parameters(stage), lr, weight_decay)
+        self.optimizer = make_optimizer(trainable_parameters(stage), lr, local_opt)
         self._pending: torch.Tensor | None = None
         self._meter = ActivationMeter()
         self.activation_peak = 0

@@ -119,7 +119,7 @@ def build_clients(setup: RunSetup, initial: AdapterState) -> list[SplitClient]:
             setup.batches.stream(data.train, setup.rng(1, index)),
             len(data.train),
             setup.plan.lr,
-            setup.plan.weight_decay,
+            setup.plan.local_opt,
             setup.privacy_for(index),
         )
         client.write(split_adapter(mix.start(initial, data.id), stage.layout, cut)[0])

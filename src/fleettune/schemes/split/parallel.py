@@ -160,7 +160,7 @@ def shared_server(setup: RunSetup) -> ServerRole:
     cuts = cuts_of(setup)
     specs = {c: setup.lora_for(c) for c in cuts}
     return PerClientAdapters(
-        setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, setup.switch_s, specs
+        setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.local_opt, setup.switch_s, specs
     )
 
 
@@ -169,4 +169,4 @@ def server_copies(setup: RunSetup) -> ServerRole:
     plan = setup.plan
     cuts = cuts_of(setup)
     specs = {c: setup.lora_for(c) for c in cuts}
-    return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.weight_decay, specs)
+    return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.local_opt, specs)

@@ -134,7 +134,7 @@ def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluste
 def shared_adapter(setup: RunSetup) -> SharedAdapter:
     """The server of `sl` and `cpsl`: one model, one adapter that every client's activations train."""
     plan = setup.plan
-    return SharedAdapter(setup.new_model(), cuts_of(setup), setup.lora, setup.task, plan.lr, plan.weight_decay)
+    return SharedAdapter(setup.new_model(), cuts_of(setup), setup.lora, setup.task, plan.lr, plan.local_opt)
 
 
 def clusters_of(setup: RunSetup, scheme: str) -> int:

@@ -17,7 +17,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.shared_server import SharedServer
 from fleettune.models.stages import ServerStage, Task, server_stage
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, module_bytes, optimizer_bytes
-from fleettune.training import make_optimizer, set_lr
+from fleettune.training import LocalOptimizer, make_optimizer, set_lr
 
 SWITCH_REPEATS = 10
 
@@ -119,7 +119,7 @@ class PerClientAdapters(_Metered):
         spec: LoraSpec,
         task: Task,
         lr: float,
-        weight_decay: float,
+        local_opt: LocalOptimizer,
         switch_s: float | None = None,
         specs: Mapping[str, LoraSpec] | None = None,
     ) -> None:
@@ -137,7 +137,7 @@ class PerClientAdapters(_Metered):
         self.switch_s = switch_s
         self.lr = lr
         self.optimizers = {
-            c: make_optimizer(self.server.parameters_of(n), lr, weight_decay) for c, n in self.names.items()
+            c: make_optimizer(self.server.parameters_of(n), lr, local_opt) for c, n in self.names.items()
         }
 
     def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
@@ -203,7 +203,7 @@ class ServerCopies(_Metered):
         spec: LoraSpec,
         task: Task,
         lr: float,
-        weight_decay: float,
+        local_opt: LocalOptimizer,
         specs: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         super().__init__()
@@ -214,7 +214,7 @@ class ServerCopies(_Metered):
         self.cuts = dict(cuts)
         self.lr = lr
         self.optimizers = {
-            c: make_optimizer([p for p in s.parameters() if p.requires_grad], lr, weight_decay)
+            c: make_optimizer([p for p in s.parameters() if p.requires_grad], lr, local_opt)
             for c, s in self.stages.items()
         }
 
@@ -269,7 +269,13 @@ class SharedAdapter(_Metered):
     """`sl` and `cpsl`: one server model with one adapter that every client's activations train."""
 
     def __init__(
-        self, model: PreTrainedModel, cuts: dict[str, int], spec: LoraSpec, task: Task, lr: float, weight_decay: float
+        self,
+        model: PreTrainedModel,
+        cuts: dict[str, int],
+        spec: LoraSpec,
+        task: Task,
+        lr: float,
+        local_opt: LocalOptimizer,
     ) -> None:
         super().__init__()
         self.first = min(cuts.values())
@@ -278,7 +284,7 @@ class SharedAdapter(_Metered):
         self.layout = self.server.layout
         self.cuts = dict(cuts)
         self.lr = lr
-        self.optimizer = make_optimizer(self.server.parameters_of("shared"), lr, weight_decay)
+        self.optimizer = make_optimizer(self.server.parameters_of("shared"), lr, local_opt)
 
     def process(self, message: CutActivations, loss_weight: float = 1.0) -> tuple[CutGradients, float, float]:
         self.server.module().train()  # dropout as in every other trainer (a loaded model starts in eval mode)
