@@ -6,6 +6,7 @@ Writes one report per scheme, results.json (headline numbers, ratios, the fl mem
 plots into --out. Runs stop at the target accuracy (or after --max-rounds). Schemes listed in
 --short run only --short-rounds rounds: enough for their memory and their virtual time per round
 (constant here: every batch has the same padded shape). --reuse keeps the reports already in --out.
+--set KEY=VALUE sets a config key of every scheme this run trains.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def main() -> None:
     parser.add_argument("--server-lr", type=float, default=None, help="server_optimizer.lr (default: its own)")
     parser.add_argument("--short", default="", help="schemes run for --short-rounds rounds only")
     parser.add_argument("--short-rounds", type=int, default=5)
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for every scheme this run trains (repeatable), e.g. optimizer=sgd",
+    )
     parser.add_argument("--reuse", action="store_true", help="keep reports already written in --out")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -91,7 +100,7 @@ def main() -> None:
                 flags["server_optimizer.lr"] = args.server_lr
         if scheme in short:
             flags.update(rounds=args.short_rounds, stop_at_target=False, eval_every=args.short_rounds)
-        reports[scheme] = train_one(build_config(flags=flags), args.out / scheme)
+        reports[scheme] = train_one(build_config(flags=flags, overrides=args.sets), args.out / scheme)
     numbers = comparison(reports)
     for scheme, report in reports.items():
         history = report["history"]
@@ -132,7 +141,11 @@ def main() -> None:
         for other in ("cpsl", "splitfed", "sl")
     }
     results = {
-        "settings": {**{k: v for k, v in common.items() if k != "data_dir"}, "aggregate_every": args.aggregate_every},
+        "settings": {
+            **{k: v for k, v in common.items() if k != "data_dir"},
+            "aggregate_every": args.aggregate_every,
+            "set": args.sets,
+        },
         "short_runs": sorted(short & set(reports)),
         "schemes": numbers,
         "ratios": {k: {"ours": ours[k], "paper": PAPER[k]} for k in PAPER},
