@@ -95,6 +95,11 @@ def _resolve_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[int], 
     return replace(fleet, devices=tuple(replace(d, cut_layer=c) for d, c in zip(fleet.devices, cuts, strict=True)))
 
 
+def local_optimizer(config: RunConfig) -> LocalOptimizer:
+    """The optimizer every party trains its own parameters with, as configured."""
+    return LocalOptimizer(config.optimizer, config.weight_decay)
+
+
 def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
     local_steps = config.local_steps or (FL_LOCAL_STEPS if config.scheme == "fl" else 1)
     if config.scheme == "central":
@@ -120,7 +125,7 @@ def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         lr=config.lr,
-        local_opt=LocalOptimizer(config.optimizer, config.weight_decay),
+        local_opt=local_optimizer(config),
         lr_schedule=config.lr_schedule,
         client_fraction=config.client_fraction,
         aggregate_every=config.aggregate_every,
@@ -183,13 +188,15 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
             wire,
             config.scheduler,
             switch_s,
+            local=local_optimizer(config),
         ).plan
         fleet = planned.apply(fleet)
     ranks = _client_ranks(config, fleet)
     if ranks:
         lora = replace(lora, rank=max(ranks.values()))  # the global adapter's rank
     needs_memory = config.scheme in SPLIT_SCHEMES or any(d.cut_layer == "auto" for d in fleet.devices)
-    memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION) if needs_memory else None
+    local_opt = local_optimizer(config)
+    memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION, local_opt) if needs_memory else None
     fleet = _resolve_cuts(fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None)
     devices = fleet.devices
     parts = partition(config.partition, train.labels, train.groups, len(devices), config.seed)

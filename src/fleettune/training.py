@@ -33,6 +33,9 @@ class LocalOptimizer:
             raise ValueError(f"unknown optimizer {self.name!r}; expected one of {', '.join(LOCAL_OPTIMIZERS)}")
 
 
+DEFAULT_LOCAL = LocalOptimizer()  # AdamW with weight decay 0.01
+
+
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, local: LocalOptimizer) -> torch.optim.Optimizer:
     if local.name == "sgd":
         return torch.optim.SGD(list(params), lr=lr, weight_decay=local.weight_decay)

@@ -13,6 +13,8 @@ from fleettune.fleet import Device, Hardware, Link
 from fleettune.fleet.feasibility import GIB, ClientMemoryModel, client_stage_memory, resolve_cuts
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
+from fleettune.runtime.memory import MemoryBreakdown
+from fleettune.training import LocalOptimizer
 from tests.models.tiny import tiny_model
 
 
@@ -117,3 +119,15 @@ def test_client_memory_model_measures_each_shape_once() -> None:
     assert of_cut(2) > of_cut(1)
     assert len(built) == 2
     assert resolve_cuts([_device("d", 1.0, "auto")], 4, of_cut) == [3]
+
+
+def test_sgd_clients_need_exactly_adamws_moments_less() -> None:
+    def measured(local: LocalOptimizer) -> MemoryBreakdown:
+        return client_stage_memory(lambda: tiny_model("bert")[0], 2, LoraSpec(), Task.CLASSIFICATION, 4, 16, local)
+
+    adamw, sgd = measured(LocalOptimizer("adamw")), measured(LocalOptimizer("sgd", weight_decay=0.0))
+    assert sgd.optimizer == 0
+    assert adamw.optimizer >= 2 * adamw.trainable
+    assert adamw.total - sgd.total == adamw.optimizer  # weights, gradients and activations are the same
+    sgd_model = ClientMemoryModel(lambda: tiny_model("bert")[0], LoraSpec(), Task.CLASSIFICATION, LocalOptimizer("sgd"))
+    assert sgd_model.bytes_at(2, 4, 16) == sgd.total

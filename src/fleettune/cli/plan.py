@@ -20,7 +20,7 @@ from fleettune.models.loading import load_task_model
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
-from fleettune.runner import cut_wire, lora_spec
+from fleettune.runner import cut_wire, local_optimizer, lora_spec
 from fleettune.scheduling import SCHEDULERS
 
 Opt = typer.Option
@@ -89,6 +89,7 @@ def plan(
         switch_s,
         candidates,
         real_tokens,
+        local_optimizer(checked),
     )
     result = planned.plan
     _print(result, devices, source.name, checked)

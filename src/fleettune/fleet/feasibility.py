@@ -12,24 +12,29 @@ from fleettune.fleet.profiles import Device
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, client_stage
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
-from fleettune.training import LocalOptimizer, make_optimizer, trainable_parameters
+from fleettune.training import DEFAULT_LOCAL, LocalOptimizer, make_optimizer, trainable_parameters
 
 GIB = 2**30
 
 
 def client_stage_memory(
-    model_factory: Callable[[], PreTrainedModel], cut: int, lora: LoraSpec, task: Task, batch_size: int, seq_len: int
+    model_factory: Callable[[], PreTrainedModel],
+    cut: int,
+    lora: LoraSpec,
+    task: Task,
+    batch_size: int,
+    seq_len: int,
+    local: LocalOptimizer = DEFAULT_LOCAL,
 ) -> MemoryBreakdown:
     """What a client holds at its peak when training layers [0, cut) of a fresh model on
-    (batch_size, seq_len) batches: measured after one forward, backward and AdamW step."""
+    (batch_size, seq_len) batches with the `local` optimizer: measured after one forward, backward and step."""
     # Model init, LoRA init and dropout draw from the global RNG: a measurement must not move the caller's.
     with torch.random.fork_rng(devices=[]):
         model = model_factory()
         vocab_size = int(model.config.vocab_size)
         stage = client_stage(model, cut, lora, task)
         del model  # the stage keeps only its own layers
-        # AdamW, the default and the larger state (SGD keeps none): the footprint is an upper bound for either.
-        optimizer = make_optimizer(trainable_parameters(stage), 1e-3, LocalOptimizer(weight_decay=0.0))
+        optimizer = make_optimizer(trainable_parameters(stage), 1e-3, local)  # AdamW's moments count; SGD has none
         ids = torch.randint(1, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
         mask = torch.ones_like(ids)  # no padding: the largest footprint of this shape
         meter = ActivationMeter()
@@ -43,25 +48,28 @@ def client_stage_memory(
     return measure(stage, optimizer, meter.peak, received=cut_grad.numel() * cut_grad.element_size())
 
 
-def client_stage_bytes(
-    model_factory: Callable[[], PreTrainedModel], cut: int, lora: LoraSpec, task: Task, batch_size: int, seq_len: int
-) -> int:
-    return client_stage_memory(model_factory, cut, lora, task, batch_size, seq_len).total
-
-
 class ClientMemoryModel:
-    """Client-stage bytes of one model and LoRA setting, measured once per (cut, batch, seq_len)."""
+    """Client-stage bytes of one model, LoRA setting and local optimizer, measured once per (cut, batch, seq_len)."""
 
-    def __init__(self, model_factory: Callable[[], PreTrainedModel], lora: LoraSpec, task: Task) -> None:
+    def __init__(
+        self,
+        model_factory: Callable[[], PreTrainedModel],
+        lora: LoraSpec,
+        task: Task,
+        local: LocalOptimizer = DEFAULT_LOCAL,
+    ) -> None:
         self._model_factory = model_factory
         self._lora = lora
         self._task = task
+        self._local = local
         self._bytes: dict[tuple[int, int, int], int] = {}
 
     def bytes_at(self, cut: int, batch_size: int, seq_len: int) -> int:
         key = (cut, batch_size, seq_len)
         if key not in self._bytes:
-            self._bytes[key] = client_stage_bytes(self._model_factory, cut, self._lora, self._task, batch_size, seq_len)
+            self._bytes[key] = client_stage_memory(
+                self._model_factory, cut, self._lora, self._task, batch_size, seq_len, self._local
+            ).total
         return self._bytes[key]
 
     def of_cut(self, batch_size: int, seq_len: int) -> Callable[[int], int]:

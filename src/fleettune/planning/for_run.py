@@ -13,6 +13,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.measured import MeasuredCosts
 from fleettune.planning.plan import RANK_CANDIDATES, Plan, plan_fleet
+from fleettune.training import DEFAULT_LOCAL, LocalOptimizer
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,13 @@ def plan_for_run(
     switch_s: float | None = None,
     rank_candidates: Sequence[int] = RANK_CANDIDATES,
     real_tokens: int | None = None,
+    local: LocalOptimizer = DEFAULT_LOCAL,
 ) -> PlannedRun:
     """Plan every device of `fleet` for steps of `batch_size` x `seq_len` tokens sent as `wire`.
 
     Without a given `switch_s`, one switch is measured with every client at the shallowest cut (where
     the server holds the most adapter layers) and stands for every plan, so plans compare fairly."""
-    costs = MeasuredCosts(new_model, lora, task, batch_size, seq_len, wire, real_tokens)
+    costs = MeasuredCosts(new_model, lora, task, batch_size, seq_len, wire, real_tokens, local)
     if switch_s is None:
         switch_s = costs.switch_s([costs.cuts[0]] * len(fleet.devices))
     plan = plan_fleet(fleet, costs, lora.rank, policy, rank_candidates, switch_s)

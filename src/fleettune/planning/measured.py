@@ -17,6 +17,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.shared_server import SharedServer
 from fleettune.models.stages import Task, check_cut, split_model
 from fleettune.planning.costs import CutCost
+from fleettune.training import DEFAULT_LOCAL, LocalOptimizer
 
 SWITCH_REPEATS = 20
 
@@ -49,8 +50,10 @@ class MeasuredCosts:
         seq_len: int,
         wire: CutWire = FP32_PADDED,
         real_tokens: int | None = None,
+        local: LocalOptimizer = DEFAULT_LOCAL,
     ) -> None:
         self._new_model = new_model
+        self._local = local
         self._lora = lora
         self._task = task
         self._wire = wire
@@ -98,7 +101,7 @@ class MeasuredCosts:
     def memory_bytes(self, cut: int, rank: int) -> int:
         check_cut(cut, self.num_layers)
         if rank not in self._memory:
-            self._memory[rank] = ClientMemoryModel(self._new_model, self.spec(rank), self._task)
+            self._memory[rank] = ClientMemoryModel(self._new_model, self.spec(rank), self._task, self._local)
         return self._memory[rank].bytes_at(cut, self.batch_size, self.seq_len)
 
     def switch_s(self, cuts: Sequence[int], repeats: int = SWITCH_REPEATS) -> float:
