@@ -39,3 +39,14 @@ def test_schedule_prints_each_policy_and_the_bound(tiny_model_dir: Path, capsys)
     out = capsys.readouterr().out
     for word in ("fifo", "greedy", "schrage", "optimal", "preemptive bound", "splitfed copies", "jetson-nano"):
         assert word in out
+
+
+def test_run_logs_a_line_per_evaluation_when_not_on_a_terminal(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    argv = _argv(tiny_model_dir, tiny_data_dir)
+    main(["run", "--scheme", "mesfl", *argv, "--set", "eval_every=1", "--out", str(tmp_path)])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mesfl round ")]
+    assert [line.split(":")[0] for line in lines] == ["mesfl round 1/2", "mesfl round 2/2"]
+    history = json.loads((tmp_path / "report.json").read_text())["history"]
+    assert all(f"acc {h['accuracy']:.4f}" in line for h, line in zip(history, lines, strict=True))

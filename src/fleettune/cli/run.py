@@ -149,6 +149,7 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     )
+    total: list[int] = []  # the planned rounds, known once the run is prepared
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"{resolved.scheme} rounds", total=None, status="", visible=False)
 
@@ -156,9 +157,17 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
             accuracy = "" if record.accuracy is None else f" acc {record.accuracy:.4f}"
             loss = "no update" if record.train_loss is None else f"loss {record.train_loss:.4f}"
             progress.update(task, advance=1, status=f"{loss}{accuracy}")
+            if record.accuracy is not None and not console.is_terminal:
+                # A bar is drawn only on a terminal: logs of batch jobs get a line per evaluation instead.
+                console.print(
+                    f"{resolved.scheme} round {record.round}/{total[0]}: {loss}{accuracy} "
+                    f"(virtual {record.sim_time_s:.1f} s, wall {record.wall_time_s:.0f} s)",
+                    highlight=False,
+                )
 
         # Every input is checked before the bar shows, so a user mistake prints one line only.
         prepared = prepare(resolved, on_round)
+        total.append(prepared.setup.plan.rounds)
         progress.update(task, total=prepared.setup.plan.rounds, visible=True)
         result = execute(prepared)
     report = build_report(prepared, result, time.perf_counter() - started)
