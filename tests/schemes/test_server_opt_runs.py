@@ -59,3 +59,25 @@ def test_server_optimizers_need_one_rank_and_an_aggregating_scheme(
     flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", fleet=_fleet(tmp_path, (2, 4, 8)), **FEDADAM)
     with pytest.raises(ConfigError, match="one LoRA rank for every device"):
         prepare(build_config(flags=flags))
+
+
+def test_one_sgd_device_under_a_bias_corrected_adam_server_trains_as_central_adam(run_scheme: RunScheme) -> None:
+    # SGD at rate c makes the device's update c times its negated gradient, and Adam does not depend on the
+    # gradient's scale when eps scales with it: so the server's bias-corrected Adam step (tau = c x torch's eps)
+    # is the step central's Adam takes on the same batch. A large c keeps the update exact in float32 (at
+    # c = 1 the update of a weight near 0.1 rounds its smallest gradients, and Adam magnifies them).
+    lr, c = 1e-2, 1e4
+    central = run_scheme("central", epochs=1, clients=1, cut_layer=2, lr=lr, weight_decay=0.0)
+    adam_server = {
+        "server_optimizer__name": "fedadam",
+        "server_optimizer__lr": lr,
+        "server_optimizer__bias_correction": True,
+        "server_optimizer__beta1": 0.9,
+        "server_optimizer__beta2": 0.999,
+        "server_optimizer__tau": 1e-8 * c,
+    }
+    sgd = {"optimizer": "sgd", "lr": c, "weight_decay": 0.0}
+    mesfl = run_scheme("mesfl", rounds=12, clients=1, cut_layer=2, **sgd, **adam_server)
+    assert len(mesfl.step_losses) == len(central.step_losses) == 12
+    assert mesfl.step_losses == pytest.approx(central.step_losses, abs=1e-6)
+    assert mesfl.final.scores.accuracy == central.final.scores.accuracy

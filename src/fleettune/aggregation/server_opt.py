@@ -10,8 +10,10 @@ Optimization", ICLR 2021), per coordinate, in float64:
   `fedadagrad`: v <- v + D^2;  `fedadam`: v <- beta2 * v + (1 - beta2) * D^2;
   `fedyogi`: v <- v - (1 - beta2) * D^2 * sign(v - D^2).
   m starts at zero and v at tau^2, without bias correction, as in Reddi et al.'s algorithm; with
-  `bias_correction`, the step uses m / (1 - beta1^t) and (for fedadam and fedyogi) v / (1 - beta2^t) at the
-  t-th aggregation, as Adam does, so that the first steps are not up to twice the rate.
+  `bias_correction`, v starts at zero and the step uses m / (1 - beta1^t) and (for fedadam and fedyogi)
+  v / (1 - beta2^t) at the t-th aggregation, as Adam does, so that the first steps are not up to twice the
+  rate. (A tau^2 start would be divided by 1 - beta2 as well: with beta2 = 0.999 it would act as a floor of
+  about 32 tau under sqrt(v), shrinking the steps of coordinates whose updates are that small.)
 
 The rate is `lr` times the factor of `lr_schedule` (`fleettune.training.lr_factor`) at the aggregation's index
 among `total_steps`: constant by default, or warm-up then cosine decay over the run's aggregations.
@@ -48,7 +50,7 @@ class ServerOptSpec:
     momentum: float = 0.9  # fedavgm
     beta1: float = 0.9  # the adaptive ones
     beta2: float = 0.99  # fedadam, fedyogi
-    tau: float = 1e-6  # the adaptive ones: v starts at tau^2, and tau keeps the step finite where v is 0
+    tau: float = 1e-6  # the adaptive ones: tau keeps the step finite where v is 0 (and v starts at tau^2 uncorrected)
     bias_correction: bool = False  # the adaptive ones
     lr_schedule: str = "constant"  # "constant" or "onecycle" over `total_steps` aggregations
     total_steps: int = 1
@@ -174,7 +176,7 @@ class Adaptive:
         for key in previous:
             delta = update[key].to(torch.float64)
             m = self.moments.get("m", key, delta)
-            v = self.moments.get("v", key, delta, start=s.tau**2)
+            v = self.moments.get("v", key, delta, start=0.0 if s.bias_correction else s.tau**2)
             m.mul_(s.beta1).add_((1 - s.beta1) * delta)
             self.second(v, delta * delta, s.beta2)
             steps[key] = lr * (m * m_scale) / ((v.clamp(min=0) * v_scale).sqrt() + s.tau)
