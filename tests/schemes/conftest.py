@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import BertConfig, BertModel
 
 from fleettune.config import build_config
@@ -35,7 +36,10 @@ def save_tiny_bert(folder: Path, dropout: float = 0.0) -> Path:
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )
-    BertModel(config).save_pretrained(folder)  # a backbone, like the sentence-transformer models
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same weights in every session, whatever ran before
+        backbone = BertModel(config)
+    backbone.save_pretrained(folder)  # a backbone, like the sentence-transformer models
     tokenizer.save_pretrained(folder)
     return folder
 
