@@ -168,6 +168,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     num_layers = int(probe.config.num_hidden_layers)
     del probe
     lora = lora_spec(config)
+    local_opt = local_optimizer(config)
     planned = None
     if config.privacy.inversion_samples and config.scheme not in SPLIT_SCHEMES:
         raise ConfigError(
@@ -188,14 +189,13 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
             wire,
             config.scheduler,
             switch_s,
-            local=local_optimizer(config),
+            local=local_opt,
         ).plan
         fleet = planned.apply(fleet)
     ranks = _client_ranks(config, fleet)
     if ranks:
         lora = replace(lora, rank=max(ranks.values()))  # the global adapter's rank
     needs_memory = config.scheme in SPLIT_SCHEMES or any(d.cut_layer == "auto" for d in fleet.devices)
-    local_opt = local_optimizer(config)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION, local_opt) if needs_memory else None
     fleet = _resolve_cuts(fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None)
     devices = fleet.devices
