@@ -2,6 +2,7 @@
 
 The cut tensor travels through a codec (`fleettune.compression`): fp32 padded by default, or cast,
 quantised, sparsified and/or unpadded. Decoding needs no settings: the payload says how it was encoded.
+The attention mask travels as a compact positions record, which an unpadded cut tensor already carries.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from dataclasses import dataclass, field
 import torch
 
 from fleettune.codec import decode_tensors, encode_tensors
-from fleettune.compression import Codec, decode_cut, encode_cut, parse_cut_codec
+from fleettune.compression import Codec, decode_cut, decode_mask, encode_cut, encode_mask, parse_cut_codec
+from fleettune.compression.base import parse_dims
+from fleettune.compression.cut import REAL_ROWS
 from fleettune.errors import InputError
 
 CUT = "cut"
+MASK = "mask"
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,19 @@ class CutActivations:
 
     def encode(self, wire: CutWire = FP32_PADDED) -> bytes:
         parts, meta = encode_cut(self.hidden, self.attention_mask, wire.activations, wire.unpad, prefix=CUT)
-        tensors = {**parts, "attention_mask": self.attention_mask, "labels": self.labels}
+        if not wire.unpad:  # an unpadded cut tensor's positions record is the mask already
+            batch, length = self.hidden.shape[:2]
+            parts.update(encode_mask(self.attention_mask, batch, length, prefix=MASK))
+        tensors = {**parts, "labels": self.labels}
         return encode_tensors(tensors, {**meta, "kind": "activations", "client": self.client, "step": str(self.step)})
 
     @classmethod
     def decode(cls, payload: bytes) -> CutActivations:
-        tensors, meta = _checked(payload, "activations", ("attention_mask", "labels"))
+        tensors, meta = _checked(payload, "activations", ("labels",))
         hidden = decode_cut(tensors, meta, prefix=CUT)
-        return cls(meta["client"], int(meta["step"]), hidden, tensors["attention_mask"], tensors["labels"])
+        batch, length, _ = parse_dims(meta.get(f"{CUT}.shape"), 3, "cut tensor shape")
+        mask = decode_mask(tensors, batch, length, prefix=CUT if meta.get(f"{CUT}.rows") == REAL_ROWS else MASK)
+        return cls(meta["client"], int(meta["step"]), hidden, mask, tensors["labels"])
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,45 @@ def test_cut_messages_through_codecs_and_unpadding() -> None:
     lossy = CutActivations.decode(CutActivations("c", 3, hidden, mask, labels).encode(int8)).hidden
     assert (lossy - hidden).abs().max() <= hidden.abs().amax(-1, keepdim=True).max() / 254 + 1e-6
     assert not int8.lossless and unpadded.lossless
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+@pytest.mark.parametrize(
+    "mask",
+    [
+        torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]]),  # right padding: spans
+        torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]]),  # left padding: spans
+        torch.tensor([[1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1]]),  # scattered: packed bits
+    ],
+)
+def test_the_attention_mask_travels_as_a_positions_record(mask: torch.Tensor, unpad: bool) -> None:
+    hidden = torch.randn(2, 6, 8) * mask[..., None]
+    message = CutActivations("c", 1, hidden, mask, torch.tensor([0, 1]))
+    back = CutActivations.decode(message.encode(CutWire(unpad=unpad)))
+    assert torch.equal(back.attention_mask, mask) and back.attention_mask.dtype == torch.int64
+    assert torch.equal(back.hidden, hidden)
+
+
+def test_a_padded_step_pays_a_few_bytes_for_its_mask_not_an_int64_tensor() -> None:
+    batch, length, width = 16, 128, 384
+    mask = torch.ones(batch, length, dtype=torch.long)
+    hidden, labels = torch.zeros(batch, length, width), torch.zeros(batch, dtype=torch.long)
+    size = len(CutActivations("c", 1, hidden, mask, labels).encode())
+    data = 4 * batch * length * width + 8 * batch + 2 * batch  # fp32 rows, int64 labels, uint8 (start, length) spans
+    assert data <= size <= data + 400  # header only; the int64 mask alone would be 8 * 16 * 128 = 16,384 bytes
+
+
+def test_a_malformed_mask_record_is_an_input_error() -> None:
+    from fleettune.codec import decode_tensors, encode_tensors
+    from fleettune.errors import InputError
+
+    mask = torch.ones(2, 16, dtype=torch.long)  # spans (4 bytes) are no larger than the packed bits (4 bytes)
+    payload = CutActivations("c", 1, torch.zeros(2, 16, 8), mask, torch.tensor([0, 1])).encode()
+    tensors, meta = decode_tensors(payload)
+    assert set(tensors) == {"cut.values", "mask.spans", "labels"}
+    tensors["mask.spans"] = torch.tensor([[0, 17], [0, 16]], dtype=torch.uint8)  # reaches past position 16
+    with pytest.raises(InputError, match="spans reach outside"):
+        CutActivations.decode(encode_tensors(tensors, meta))
+    del tensors["mask.spans"]
+    with pytest.raises(InputError, match="mask positions: missing part"):
+        CutActivations.decode(encode_tensors(tensors, meta))

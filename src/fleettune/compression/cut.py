@@ -1,7 +1,8 @@
 """Encoding of cut tensors (activations and their gradients, float32 (B, T, H)) for the split-training messages.
 
 Every token is a row of H values for the codec. With unpadding only the rows of real tokens travel, with the
-record of their positions, and decoding puts zeros at the padded positions.
+record of their positions, and decoding puts zeros at the padded positions. The attention mask that travels
+with activations uses the same compact record (`encode_mask`): a few bytes instead of a (B, T) int64 tensor.
 """
 
 from __future__ import annotations
@@ -63,3 +64,15 @@ def decode_cut(
     out = torch.zeros(batch, length, width, dtype=torch.float32)
     out[real] = codec.decode(parts, (int(real.sum()), width))
     return out
+
+
+def encode_mask(mask: torch.Tensor, batch: int, length: int, *, prefix: str = "mask") -> dict[str, torch.Tensor]:
+    """The (B, T) 0/1 attention mask in the compact form of `fleettune.compression.unpad`, keys under `prefix`."""
+    return {f"{prefix}.{name}": part for name, part in encode_positions(real_positions(mask, batch, length)).items()}
+
+
+def decode_mask(tensors: Mapping[str, torch.Tensor], batch: int, length: int, *, prefix: str = "mask") -> torch.Tensor:
+    """The int64 0/1 (B, T) attention mask from the positions record under `prefix` (`encode_mask`, or an
+    unpadded cut tensor's own record); InputError when it is missing or malformed."""
+    parts = {name[len(prefix) + 1 :]: part for name, part in tensors.items() if name.startswith(f"{prefix}.")}
+    return decode_positions(parts, batch, length, f"{prefix} positions").to(torch.int64)
