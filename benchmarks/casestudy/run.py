@@ -144,6 +144,8 @@ def main() -> None:
         "settings": {
             **{k: v for k, v in common.items() if k != "data_dir"},
             "aggregate_every": args.aggregate_every,
+            "server_optimizer": args.server_opt,
+            "server_lr": args.server_lr,
             "set": args.sets,
         },
         "short_runs": sorted(short & set(reports)),
