@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 import torch
 
 from fleettune.codec import decode_tensors, encode_tensors
-from fleettune.compression import Codec, decode_cut, decode_mask, encode_cut, encode_mask, parse_cut_codec
-from fleettune.compression.base import parse_dims
-from fleettune.compression.cut import REAL_ROWS
+from fleettune.compression import (
+    Codec,
+    decode_cut,
+    decode_cut_with_mask,
+    encode_cut,
+    encode_cut_with_mask,
+    parse_cut_codec,
+)
 from fleettune.errors import InputError
 
 CUT = "cut"
@@ -48,19 +53,16 @@ class CutActivations:
     labels: torch.Tensor
 
     def encode(self, wire: CutWire = FP32_PADDED) -> bytes:
-        parts, meta = encode_cut(self.hidden, self.attention_mask, wire.activations, wire.unpad, prefix=CUT)
-        if not wire.unpad:  # an unpadded cut tensor's positions record is the mask already
-            batch, length = self.hidden.shape[:2]
-            parts.update(encode_mask(self.attention_mask, batch, length, prefix=MASK))
+        parts, meta = encode_cut_with_mask(
+            self.hidden, self.attention_mask, wire.activations, wire.unpad, prefix=CUT, mask_prefix=MASK
+        )
         tensors = {**parts, "labels": self.labels}
         return encode_tensors(tensors, {**meta, "kind": "activations", "client": self.client, "step": str(self.step)})
 
     @classmethod
     def decode(cls, payload: bytes) -> CutActivations:
         tensors, meta = _checked(payload, "activations", ("labels",))
-        hidden = decode_cut(tensors, meta, prefix=CUT)
-        batch, length, _ = parse_dims(meta.get(f"{CUT}.shape"), 3, "cut tensor shape")
-        mask = decode_mask(tensors, batch, length, prefix=CUT if meta.get(f"{CUT}.rows") == REAL_ROWS else MASK)
+        hidden, mask = decode_cut_with_mask(tensors, meta, prefix=CUT, mask_prefix=MASK)
         return cls(meta["client"], int(meta["step"]), hidden, mask, tensors["labels"])
 
 

@@ -6,7 +6,7 @@ sends updates with error feedback when its codec is lossy.
 """
 
 from fleettune.compression.base import Codec, PartSpec
-from fleettune.compression.cut import decode_cut, decode_mask, encode_cut, encode_mask
+from fleettune.compression.cut import decode_cut, decode_cut_with_mask, encode_cut, encode_cut_with_mask
 from fleettune.compression.link import UpdateLink, receive_state, send_state
 from fleettune.compression.quantize import CastCodec, IntCodec
 from fleettune.compression.sparsify import TopKCodec
@@ -24,10 +24,10 @@ __all__ = [
     "TopKCodec",
     "UpdateLink",
     "decode_cut",
-    "decode_mask",
+    "decode_cut_with_mask",
     "decode_update",
     "encode_cut",
-    "encode_mask",
+    "encode_cut_with_mask",
     "encode_update",
     "parse_cut_codec",
     "parse_update_codec",

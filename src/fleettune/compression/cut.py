@@ -2,7 +2,7 @@
 
 Every token is a row of H values for the codec. With unpadding only the rows of real tokens travel, with the
 record of their positions, and decoding puts zeros at the padded positions. The attention mask that travels
-with activations uses the same compact record (`encode_mask`): a few bytes instead of a (B, T) int64 tensor.
+with activations uses the same compact record (`encode_cut_with_mask`): a few bytes instead of a (B, T) int64 tensor.
 """
 
 from __future__ import annotations
@@ -51,28 +51,52 @@ def decode_cut(
     tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], *, prefix: str = "cut"
 ) -> torch.Tensor:
     """The float32 (B, T, H) tensor from encode_cut's output; InputError when parts or metadata are malformed."""
+    return _decode(tensors, metadata, prefix)[0]
+
+
+def encode_cut_with_mask(
+    x: torch.Tensor, mask: torch.Tensor, codec: Codec, unpad: bool, *, prefix: str = "cut", mask_prefix: str = "mask"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """encode_cut plus the (B, T) 0/1 attention mask in the compact positions form of
+    `fleettune.compression.unpad` under `mask_prefix`; an unpadded tensor's own positions record is the mask."""
+    parts, metadata = encode_cut(x, mask, codec, unpad, prefix=prefix)
+    if not unpad:
+        batch, length = x.shape[:2]
+        real = real_positions(mask.to(x.device), batch, length)
+        parts.update({f"{mask_prefix}.{name}": part for name, part in encode_positions(real).items()})
+    return parts, metadata
+
+
+def decode_cut_with_mask(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], *, prefix: str = "cut", mask_prefix: str = "mask"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cut tensor and its int64 0/1 (B, T) attention mask from encode_cut_with_mask's output; InputError when
+    either is missing or malformed."""
+    out, real = _decode(tensors, metadata, prefix)
+    if real is None:
+        batch, length = out.shape[:2]
+        real = decode_positions(_parts(tensors, mask_prefix), batch, length, f"{mask_prefix} positions")
+    return out, real.to(torch.int64)
+
+
+def _parts(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix) + 1 :]: part for name, part in tensors.items() if name.startswith(f"{prefix}.")}
+
+
+def _decode(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], prefix: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The cut tensor, and the bool positions of its real rows when it was unpadded (None when padded)."""
     what = f"{prefix} tensor"
     codec = codec_in_payload(metadata.get(f"{prefix}.codec"), what)
     batch, length, width = parse_dims(metadata.get(f"{prefix}.shape"), 3, f"{what} shape")
-    parts = {name[len(prefix) + 1 :]: part for name, part in tensors.items() if name.startswith(f"{prefix}.")}
+    parts = _parts(tensors, prefix)
     rows = metadata.get(f"{prefix}.rows")
     if rows == ALL_ROWS:
-        return codec.decode(parts, (batch * length, width)).reshape(batch, length, width)
+        return codec.decode(parts, (batch * length, width)).reshape(batch, length, width), None
     if rows != REAL_ROWS:
         raise InputError(f"{what}: rows must be {ALL_ROWS!r} or {REAL_ROWS!r}, got {rows!r}")
     real = decode_positions(parts, batch, length, what)
     out = torch.zeros(batch, length, width, dtype=torch.float32)
     out[real] = codec.decode(parts, (int(real.sum()), width))
-    return out
-
-
-def encode_mask(mask: torch.Tensor, batch: int, length: int, *, prefix: str = "mask") -> dict[str, torch.Tensor]:
-    """The (B, T) 0/1 attention mask in the compact form of `fleettune.compression.unpad`, keys under `prefix`."""
-    return {f"{prefix}.{name}": part for name, part in encode_positions(real_positions(mask, batch, length)).items()}
-
-
-def decode_mask(tensors: Mapping[str, torch.Tensor], batch: int, length: int, *, prefix: str = "mask") -> torch.Tensor:
-    """The int64 0/1 (B, T) attention mask from the positions record under `prefix` (`encode_mask`, or an
-    unpadded cut tensor's own record); InputError when it is missing or malformed."""
-    parts = {name[len(prefix) + 1 :]: part for name, part in tensors.items() if name.startswith(f"{prefix}.")}
-    return decode_positions(parts, batch, length, f"{prefix} positions").to(torch.int64)
+    return out, real
