@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from fleettune.fleet import Fleet, generate_fleet, load_fleet
-from fleettune.fleet.feasibility import ClientMemoryModel
+from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
 from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
-from fleettune.runner import _resolve_cuts
 from fleettune.scheduling import Job, compare_policies, processor_sharing
 
 BATCH, LENGTH = 16, 128
@@ -51,7 +50,7 @@ def price(fleet: Fleet, model: str) -> dict[str, Any]:
     lora = LoraSpec(rank=16)
     num_layers = int(new_model().config.num_hidden_layers)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)
-    devices = _resolve_cuts(fleet, num_layers, memory.of_cut(BATCH, LENGTH))
+    devices = resolve_fleet_cuts(fleet, num_layers, memory.of_cut(BATCH, LENGTH))
     phases = fleet_step_phases(devices, new_model, lora, Task.CLASSIFICATION, BATCH, LENGTH)
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)

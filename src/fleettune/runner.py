@@ -17,14 +17,14 @@ from fleettune.aggregation.server_opt import ServerOptSpec
 from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
-from fleettune.errors import ConfigError, FleetError, InputError
+from fleettune.errors import ConfigError
 from fleettune.fleet import Fleet, load_fleet
-from fleettune.fleet.feasibility import ClientMemoryModel, resolve_cuts
+from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
 from fleettune.messages import CutWire
 from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
-from fleettune.models.stages import Task, check_cut
+from fleettune.models.stages import Task
 from fleettune.planning import Plan, plan_for_run
 from fleettune.privacy.accounting import calibrate_noise
 from fleettune.privacy.client import ClientPrivacy
@@ -74,25 +74,6 @@ def _fleet_for(config: RunConfig) -> Fleet:
         drop = config.drop_probability
         fleet = replace(fleet, devices=tuple(replace(d, drop_probability=drop) for d in fleet.devices))
     return fleet
-
-
-def _resolve_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[int], int] | None) -> Fleet:
-    """Integer cuts checked against the model's depth (and, given a memory model, each device's
-    memory); "auto" becomes the deepest cut that fits. `lora_rank = "auto"` (which `fleettune plan`
-    resolves) stands for the run's rank here."""
-    fleet = replace(
-        fleet, devices=tuple(replace(d, lora_rank=None) if d.lora_rank == "auto" else d for d in fleet.devices)
-    )
-    if memory_of_cut is None:
-        for device in fleet.devices:
-            if isinstance(device.cut_layer, int):
-                try:
-                    check_cut(device.cut_layer, num_layers)
-                except InputError as exc:
-                    raise FleetError(f"fleet {fleet.name}: device {device.id}: {exc}") from None
-        return fleet
-    cuts = resolve_cuts(fleet.devices, num_layers, memory_of_cut)
-    return replace(fleet, devices=tuple(replace(d, cut_layer=c) for d, c in zip(fleet.devices, cuts, strict=True)))
 
 
 def local_optimizer(config: RunConfig) -> LocalOptimizer:
@@ -197,7 +178,9 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         lora = replace(lora, rank=max(ranks.values()))  # the global adapter's rank
     needs_memory = config.scheme in SPLIT_SCHEMES or any(d.cut_layer == "auto" for d in fleet.devices)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION, local_opt) if needs_memory else None
-    fleet = _resolve_cuts(fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None)
+    fleet = resolve_fleet_cuts(
+        fleet, num_layers, memory.of_cut(config.batch_size, config.max_length) if memory else None
+    )
     devices = fleet.devices
     parts = partition(config.partition, train.labels, train.groups, len(devices), config.seed)
     shares = client_test_shares(

@@ -12,13 +12,12 @@ from rich.table import Table
 from fleettune.config import build_config
 from fleettune.errors import ConfigError
 from fleettune.fleet import load_fleet
-from fleettune.fleet.feasibility import ClientMemoryModel
+from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
 from fleettune.models.catalog import load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
-from fleettune.runner import _resolve_cuts
 from fleettune.scheduling import SCHEDULERS, Job, compare_policies, processor_sharing
 
 Opt = typer.Option
@@ -46,7 +45,7 @@ def schedule(
     lora = LoraSpec(rank=checked.lora.rank)
     num_layers = int(new_model().config.num_hidden_layers)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)
-    devices = _resolve_cuts(load_fleet(fleet), num_layers, memory.of_cut(batch_size, max_length))
+    devices = resolve_fleet_cuts(load_fleet(fleet), num_layers, memory.of_cut(batch_size, max_length))
     phases = fleet_step_phases(devices, new_model, lora, Task.CLASSIFICATION, batch_size, max_length)
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)

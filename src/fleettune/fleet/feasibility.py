@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from transformers import PreTrainedModel
 
-from fleettune.errors import FleetError, ModelError
+from fleettune.errors import FleetError, InputError, ModelError
+from fleettune.fleet.files import Fleet
 from fleettune.fleet.profiles import Device
 from fleettune.models.lora import LoraSpec
-from fleettune.models.stages import Task, client_stage
+from fleettune.models.stages import Task, check_cut, client_stage
 from fleettune.runtime.memory import ActivationMeter, MemoryBreakdown, measure
 from fleettune.training import DEFAULT_LOCAL, LocalOptimizer, make_optimizer, trainable_parameters
 
@@ -128,3 +130,22 @@ def resolve_cuts(devices: Sequence[Device], num_layers: int, memory_of_cut: Call
             )
         cuts.append(cut)
     return cuts
+
+
+def resolve_fleet_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[int], int] | None) -> Fleet:
+    """Integer cuts checked against the model's depth (and, given a memory model, each device's
+    memory); "auto" becomes the deepest cut that fits. `lora_rank = "auto"` (which `fleettune plan`
+    resolves) stands for the run's rank here."""
+    fleet = replace(
+        fleet, devices=tuple(replace(d, lora_rank=None) if d.lora_rank == "auto" else d for d in fleet.devices)
+    )
+    if memory_of_cut is None:
+        for device in fleet.devices:
+            if isinstance(device.cut_layer, int):
+                try:
+                    check_cut(device.cut_layer, num_layers)
+                except InputError as exc:
+                    raise FleetError(f"fleet {fleet.name}: device {device.id}: {exc}") from None
+        return fleet
+    cuts = resolve_cuts(fleet.devices, num_layers, memory_of_cut)
+    return replace(fleet, devices=tuple(replace(d, cut_layer=c) for d, c in zip(fleet.devices, cuts, strict=True)))
