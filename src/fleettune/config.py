@@ -261,6 +261,9 @@ class RunConfig(BaseModel):
     deadline_s: float | None = Field(None, gt=0)  # round deadline in virtual seconds; None: no deadline
     clients: int | None = Field(None, ge=1)
     client_fraction: float = Field(1.0, gt=0, le=1)
+    # fl: which clients a round samples. fixed: round(client_fraction * clients) of them; poisson: each with
+    # probability client_fraction, as the DP accountant assumes; auto: poisson when privacy.dp_clip is set.
+    client_sampling: Literal["auto", "fixed", "poisson"] = "auto"
     partition: str = "iid"
     rounds: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)

@@ -114,7 +114,17 @@ def _plan(config: RunConfig, num_train: int, num_clients: int) -> TrainingPlan:
         target_accuracy=config.target_accuracy,
         stop_at_target=config.stop_at_target,
         seed=config.seed,
+        client_sampling=_client_sampling(config),
     )
+
+
+def _client_sampling(config: RunConfig) -> str:
+    """`auto` is Poisson sampling when client-level DP's accountant needs it (some clients left out of a
+    round), fixed-size sampling otherwise."""
+    if config.client_sampling != "auto":
+        return config.client_sampling
+    dp_on_a_sample = config.scheme == "fl" and config.privacy.dp_clip is not None and config.client_fraction < 1
+    return "poisson" if dp_on_a_sample else "fixed"
 
 
 def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = None) -> PreparedRun:
@@ -273,15 +283,26 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     per_round = clients_per_round(len(client_ids), plan.client_fraction) if config.scheme == "fl" else len(client_ids)
     dp = None
     if privacy.dp_clip is not None:
+        # Poisson sampling takes each client with probability client_fraction; fixed-size sampling takes
+        # per_round of them, which the accountant (built for Poisson sampling) only approximates.
         sample_rate = per_round / len(client_ids)
+        if config.scheme == "fl" and plan.client_sampling == "poisson":
+            sample_rate = plan.client_fraction
         sigma = privacy.dp_noise
         if privacy.dp_target_epsilon is not None:
             steps = plan.rounds if config.scheme == "fl" else math.ceil(plan.rounds / plan.aggregate_every)
             sigma = calibrate_noise(
                 privacy.dp_target_epsilon, sample_rate, steps, privacy.dp_delta, privacy.dp_accountant
             )
+        sampling = plan.client_sampling if config.scheme == "fl" and sample_rate < 1 else "all"
         dp = DpSpec(
-            privacy.dp_clip, sigma, privacy.dp_delta, privacy.dp_accountant, sample_rate, privacy.dp_target_epsilon
+            privacy.dp_clip,
+            sigma,
+            privacy.dp_delta,
+            privacy.dp_accountant,
+            sample_rate,
+            privacy.dp_target_epsilon,
+            sampling,
         )
     malicious: tuple[str, ...] = ()
     if security.attack != "none":

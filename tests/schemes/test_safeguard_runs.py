@@ -31,8 +31,10 @@ def prepare_scheme(tiny_model_dir: Path, tiny_data_dir: Path) -> Any:
 
 
 def test_fl_reports_the_epsilon_of_its_aggregations(run_scheme: RunScheme) -> None:
-    # 3 of 6 clients per round: the accountant's sample rate is 0.5, one step per round.
+    # Each of 6 clients sampled with probability 0.5 (Poisson, as DP on a share of the clients defaults to):
+    # the accountant's sample rate is 0.5, one step per round that aggregated (every round for this seed).
     result = run_scheme("fl", rounds=3, local_steps=1, client_fraction=0.5, **DP)
+    assert all(h.participants for h in result.history)
     expected = [epsilon_for(1.3, 0.5, r, 1e-5) for r in (1, 2, 3)]
     assert [h.epsilon for h in result.history] == expected
 
@@ -58,6 +60,7 @@ def test_target_epsilon_calibrates_sigma_within_budget(prepare_scheme: Any) -> N
         "clip": 1.0,
         "delta": 1e-5,
         "sample_rate": 1.0,
+        "sampling": "all",
         "target_epsilon": 4.0,
         "epsilon": final,
         "membership": None,

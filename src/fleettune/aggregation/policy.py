@@ -54,6 +54,9 @@ class DpSpec:
     mechanism: str
     sample_rate: float  # the share of clients sampled per aggregation (the accountant's q)
     target_epsilon: float | None = None  # the budget sigma was calibrated for, if any
+    # How the clients of an aggregation were chosen: "all", "poisson" (what the accountant assumes) or
+    # "fixed" (a fixed-size sample, for which the accountant's epsilon is an approximation).
+    sampling: str = "all"
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,16 @@ def participation_section(totals: ParticipationTotals, rounds: int, deadline_s: 
 def privacy_section(dp: DpSpec | None, history: list[RoundRecord]) -> dict[str, Any]:
     """The DP mechanism of aggregation and the epsilon spent by the end (nulls when updates were not clipped)."""
     if dp is None:
-        keys = ("mechanism", "noise_multiplier", "clip", "delta", "sample_rate", "target_epsilon", "epsilon")
+        keys = (
+            "mechanism",
+            "noise_multiplier",
+            "clip",
+            "delta",
+            "sample_rate",
+            "sampling",
+            "target_epsilon",
+            "epsilon",
+        )
         return dict.fromkeys(keys)
     return {
         "mechanism": dp.mechanism,
@@ -63,6 +72,7 @@ def privacy_section(dp: DpSpec | None, history: list[RoundRecord]) -> dict[str, 
         "clip": dp.clip,
         "delta": dp.delta,
         "sample_rate": dp.sample_rate,
+        "sampling": dp.sampling,
         "target_epsilon": dp.target_epsilon,
         "epsilon": history[-1].epsilon if history else None,
     }

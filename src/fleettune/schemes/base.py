@@ -54,6 +54,7 @@ class TrainingPlan:
     seed: int
     max_grad_norm: float | None = None  # split stages cannot clip a global norm without exchanging it
     stop_at_target: bool = False  # end the run at the first evaluation that reaches target_accuracy
+    client_sampling: str = "fixed"  # fl: "fixed" or "poisson" (`schemes.fl.draw_clients`)
 
     def reached(self, accuracy: float | None) -> bool:
         if not self.stop_at_target or self.target_accuracy is None or accuracy is None:

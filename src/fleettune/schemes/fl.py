@@ -6,6 +6,8 @@ import copy
 import time
 from dataclasses import asdict
 
+import numpy as np
+
 from fleettune.aggregation import sample_weights
 from fleettune.aggregation.secure import masked_upload_bytes, secure_combine
 from fleettune.aggregation.sum_groups import sum_groups
@@ -28,7 +30,17 @@ from fleettune.training import trainable_parameters
 
 
 def clients_per_round(total: int, fraction: float) -> int:
+    """How many clients `fixed` sampling takes a round (and `poisson` expects to)."""
     return max(1, round(total * fraction))
+
+
+def draw_clients(rng: np.random.Generator, total: int, fraction: float, sampling: str) -> list[int]:
+    """One round's sampled clients, by index, ascending. `fixed`: `clients_per_round` of them without
+    replacement. `poisson`: each independently with probability `fraction`, so possibly none; that is the
+    sampling the DP accountant's sample rate assumes."""
+    if sampling == "poisson":
+        return [int(i) for i in np.flatnonzero(rng.random(total) < fraction)]
+    return sorted(int(i) for i in rng.choice(total, size=clients_per_round(total, fraction), replace=False))
 
 
 def _work(down_s: float, train_s: float, up_s: float, down_bytes: int, up_bytes: int) -> list[Span]:
@@ -55,7 +67,6 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     global_state = read_adapter(model.peft)
     streams = {c.id: setup.batches.stream(c.train, setup.rng(1, i)) for i, c in enumerate(setup.clients)}
     sampler = setup.rng(2)
-    per_round = clients_per_round(len(setup.clients), plan.client_fraction)
     traffic, energy = TrafficLedger(), EnergyLedger()
     client_memory: dict[str, MemoryBreakdown] = {}
     server_memory = MemoryBreakdown()
@@ -77,7 +88,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     steps_taken = dict.fromkeys(privacy, 0)
     devices = {c.id: c.device for c in setup.clients}
     for round_index in range(plan.rounds):
-        chosen = sorted(sampler.choice(len(setup.clients), size=per_round, replace=False))
+        chosen = draw_clients(sampler, len(setup.clients), plan.client_fraction, plan.client_sampling)
         turnout = participation.draw(round_index)
         online = set(log.begin(turnout, [setup.clients[i].id for i in chosen]))
         roster = [setup.clients[i].id for i in chosen if setup.clients[i].id in online]

@@ -47,6 +47,24 @@ def test_deployment_equals_simulation(
     assert deployed.traffic.kinds[SETUP]["downlink"] > 0 and deployed.traffic.kinds[SETUP]["uplink"] == 0
 
 
+def test_poisson_sampled_fl_deployed_equals_simulated(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """The deployment draws each round's devices as the simulation does, empty rounds included."""
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "fl", clients=3, rounds=4, local_steps=1)
+    flags.update(client_fraction=0.5, client_sampling="poisson")
+    torch.manual_seed(0)
+    simulated = execute(prepare(build_config(flags=flags)))
+    deployed = deploy(flags, tmp_path)
+    assert [h.participants for h in deployed.history] == [h.participants for h in simulated.history]
+    assert len({len(h.participants) for h in simulated.history}) > 1  # the rounds' sizes vary
+    assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
+    assert simulated.adapter is not None and deployed.adapter is not None
+    for key, value in simulated.adapter.items():
+        torch.testing.assert_close(deployed.adapter[key], value, atol=1e-6, rtol=0)
+    assert deployed.traffic.kinds[ADAPTER] == simulated.traffic.kinds[ADAPTER]
+
+
 class _Crash(Exception):
     pass
 

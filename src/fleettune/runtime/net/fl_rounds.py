@@ -17,7 +17,7 @@ from fleettune.runtime.net.coordinator import Coordinator
 from fleettune.runtime.net.protocol import Do, Instruction
 from fleettune.runtime.net.secure_steps import collect_securely
 from fleettune.runtime.net.steps import collect, download, drop, present, record
-from fleettune.schemes.fl import clients_per_round
+from fleettune.schemes.fl import draw_clients
 
 SAMPLER_STREAM = 2  # the simulation's RNG stream sampling each round's clients: `RunSetup.rng(2)`
 
@@ -25,11 +25,8 @@ SAMPLER_STREAM = 2  # the simulation's RNG stream sampling each round's clients:
 def run_fl(c: Coordinator, first_round: int) -> None:
     plan = c.setup.plan
     fleet = sorted(c.board.members.values(), key=lambda m: m.index)
-    per_round = clients_per_round(len(fleet), plan.client_fraction)
     sampler = c.setup.rng(SAMPLER_STREAM)
-    draws = [
-        sorted(int(i) for i in sampler.choice(len(fleet), size=per_round, replace=False)) for _ in range(plan.rounds)
-    ]
+    draws = [draw_clients(sampler, len(fleet), plan.client_fraction, plan.client_sampling) for _ in range(plan.rounds)]
 
     def global_state(m: Member) -> AdapterState:
         return c.current.evaluation
