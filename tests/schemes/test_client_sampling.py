@@ -101,3 +101,22 @@ def test_a_round_nobody_was_sampled_for_passes_without_update_or_time(run_scheme
 def test_an_unknown_sampling_is_a_config_error(tiny_model_dir: Path, tiny_data_dir: Path) -> None:
     with pytest.raises(ConfigError, match="client_sampling"):
         build_config(flags=tiny_flags(tiny_model_dir, tiny_data_dir, "fl", client_sampling="stratified"))
+
+
+def test_secure_aggregation_never_opens_a_round_poisson_left_one_client_in(run_scheme: RunScheme) -> None:
+    result = run_scheme(
+        "fl",
+        rounds=8,
+        clients=4,
+        local_steps=1,
+        client_fraction=0.4,
+        privacy__secure_aggregation=True,
+        privacy__dp_clip=0.5,
+        privacy__dp_noise=1.0,
+    )
+    alone = {h.round for h in result.history if len(h.participants) == 1}
+    together = {h.round for h in result.history if len(h.participants) >= 2}
+    assert alone and together  # seed 0 gives both kinds of round
+    assert {a.round for a in result.aggregations} == together
+    totals = result.secure_aggregation
+    assert totals is not None and (totals.aggregations, totals.aborted) == (len(together), len(alone))
