@@ -262,7 +262,8 @@ class RunConfig(BaseModel):
     clients: int | None = Field(None, ge=1)
     client_fraction: float = Field(1.0, gt=0, le=1)
     # fl: which clients a round samples. fixed: round(client_fraction * clients) of them; poisson: each with
-    # probability client_fraction, as the DP accountant assumes; auto: poisson when privacy.dp_clip is set.
+    # probability client_fraction, as the DP accountant assumes; auto: poisson when privacy.dp_clip is set and
+    # client_fraction < 1, else fixed.
     client_sampling: Literal["auto", "fixed", "poisson"] = "auto"
     partition: str = "iid"
     rounds: int | None = Field(None, ge=1)

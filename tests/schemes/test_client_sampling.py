@@ -38,6 +38,11 @@ def test_poisson_sampling_takes_each_client_independently_at_the_rate() -> None:
     assert all(d == sorted(set(d)) for d in draws)
 
 
+def test_an_unknown_sampling_is_refused_by_the_draw() -> None:
+    with pytest.raises(ValueError, match="stratified"):
+        draw_clients(np.random.default_rng(0), 4, 0.5, "stratified")
+
+
 def test_poisson_draws_repeat_for_a_seed() -> None:
     first = [draw_clients(np.random.default_rng(5), 6, 0.5, "poisson") for _ in range(3)]
     assert first[0] == first[1] == first[2]

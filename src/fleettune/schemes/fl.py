@@ -40,7 +40,9 @@ def draw_clients(rng: np.random.Generator, total: int, fraction: float, sampling
     sampling the DP accountant's sample rate assumes."""
     if sampling == "poisson":
         return [int(i) for i in np.flatnonzero(rng.random(total) < fraction)]
-    return sorted(int(i) for i in rng.choice(total, size=clients_per_round(total, fraction), replace=False))
+    if sampling == "fixed":
+        return sorted(int(i) for i in rng.choice(total, size=clients_per_round(total, fraction), replace=False))
+    raise ValueError(f"client sampling {sampling!r}; expected fixed or poisson")
 
 
 def _work(down_s: float, train_s: float, up_s: float, down_bytes: int, up_bytes: int) -> list[Span]:
