@@ -122,6 +122,12 @@ def main() -> None:
             get("mesfl", "time_to_target_s"), get("splitfed", "time_to_target_s")
         ),
     }
+    # A mesfl run stopped below the target still bounds its ratio from below: it needs more than its run's time.
+    bounds = {
+        f"mesfl_over_{other}": _ratio(get("mesfl", "sim_time_s"), get(other, "time_to_target_s"))
+        for other in ("cpsl", "splitfed")
+        if get("mesfl", "time_to_target_s") is None and get(other, "time_to_target_s") is not None
+    }
     fleet = load_fleet("paper6")
     feasibility = {}
     if "fl" in reports:
@@ -151,6 +157,7 @@ def main() -> None:
         "short_runs": sorted(short & set(reports)),
         "schemes": numbers,
         "ratios": {k: {"ours": ours[k], "paper": PAPER[k]} for k in PAPER},
+        "time_to_target_at_least": bounds,
         "per_round_time_ratios": per_round,
         "fl_memory_feasibility": feasibility,
         "benchmark_wall_time_s": time.perf_counter() - started,
@@ -161,7 +168,7 @@ def main() -> None:
     accuracy_over_time(reports, 0.89, args.out / "accuracy_time.png")
     if "mesfl" in reports:
         round_gantt(reports["mesfl"]["timeline"], 0, "mesfl: one round", args.out / "mesfl_round.png")
-    print(json.dumps(results["ratios"], indent=2))
+    print(json.dumps({"ratios": results["ratios"], "time_to_target_at_least": bounds}, indent=2))
 
 
 if __name__ == "__main__":
