@@ -23,6 +23,7 @@ from fleettune.cli.run import train_one
 from fleettune.config import build_config
 from fleettune.data import load_dataset
 from fleettune.fleet import load_fleet
+from fleettune.report import finished_report
 
 DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
 
@@ -85,9 +86,9 @@ def main() -> None:
             flags["server_optimizer.name"] = args.server_opt
             if args.server_lr is not None:
                 flags["server_optimizer.lr"] = args.server_lr
-        existing = args.out / scheme / "report.json"
-        if args.reuse and existing.exists():
-            report = json.loads(existing.read_text())
+        existing = finished_report(args.out / scheme / "report.json") if args.reuse else None
+        if existing is not None:
+            report = existing
         else:
             overrides = args.sets if scheme != "central" else None
             report = train_one(build_config(flags=flags, overrides=overrides), args.out / scheme)

@@ -19,7 +19,9 @@ from typing import Any
 
 from fleettune.cli.run import train_one
 from fleettune.config import build_config
+from fleettune.errors import RunInterrupted
 from fleettune.fleet import load_fleet
+from fleettune.report import finished_report
 from fleettune.report.comparison import comparison
 from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
 
@@ -85,9 +87,9 @@ def main() -> None:
     reports: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     for scheme in args.schemes.split(","):
-        existing = args.out / scheme / "report.json"
-        if args.reuse and existing.exists():
-            reports[scheme] = json.loads(existing.read_text())
+        existing = finished_report(args.out / scheme / "report.json") if args.reuse else None
+        if existing is not None:
+            reports[scheme] = existing
             continue
         flags = {**common, "scheme": scheme}
         if scheme == "fl":
@@ -100,7 +102,10 @@ def main() -> None:
                 flags["server_optimizer.lr"] = args.server_lr
         if scheme in short:
             flags.update(rounds=args.short_rounds, stop_at_target=False, eval_every=args.short_rounds)
-        reports[scheme] = train_one(build_config(flags=flags, overrides=args.sets), args.out / scheme)
+        try:
+            reports[scheme] = train_one(build_config(flags=flags, overrides=args.sets), args.out / scheme)
+        except RunInterrupted as stopped:  # its report is written; --reuse will train it again
+            raise SystemExit(f"{stopped}; the schemes before it are kept for --reuse") from None
     numbers = comparison(reports)
     for scheme, report in reports.items():
         history = report["history"]

@@ -40,6 +40,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning import MeasuredCosts, plan_fleet
 from fleettune.planning.step import fleet_step_phases
+from fleettune.report import finished_report
 from fleettune.scheduling import Job, compare_policies, processor_sharing
 
 DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
@@ -89,8 +90,8 @@ def run_codecs(args: argparse.Namespace) -> dict[str, Any]:
         report_path = args.out / "codecs" / _slug(name) / "report.json"
         if name == "fp32 padded" and args.baseline is not None:
             report = json.loads(Path(args.baseline).read_text())
-        elif args.reuse and report_path.exists():
-            report = json.loads(report_path.read_text())
+        elif args.reuse and (kept := finished_report(report_path)) is not None:
+            report = kept
         else:
             flags = {
                 **common,

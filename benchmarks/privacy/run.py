@@ -30,6 +30,7 @@ from fleettune.aggregation.robust import bulyan_select, krum_select
 from fleettune.cli.run import train_one
 from fleettune.config import build_config
 from fleettune.errors import ConfigError
+from fleettune.report import finished_report
 
 CARER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carer"
 CLIENTS = 6
@@ -39,9 +40,9 @@ SCHEME_FLAGS: dict[str, dict[str, Any]] = {}  # rounds (and fl's local steps) pe
 def _run(out: Path, flags: dict[str, Any], reuse: bool) -> dict[str, Any]:
     """One run; a configuration the code refuses comes back as {"refused": message}."""
     flags = {**flags, **SCHEME_FLAGS.get(flags["scheme"], {})}
-    existing = out / "report.json"
-    if reuse and existing.exists():
-        return json.loads(existing.read_text())
+    existing = finished_report(out / "report.json") if reuse else None
+    if existing is not None:
+        return existing
     try:
         return train_one(build_config(flags=flags), out)
     except (ConfigError, ValueError) as error:

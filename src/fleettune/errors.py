@@ -33,3 +33,14 @@ class FleetError(InputError):
 
 class RegistryError(InputError):
     """A name was looked up in a registry that does not hold it."""
+
+
+class RunInterrupted(FleettuneError):
+    """A run was asked to stop (Ctrl-C) and ended after the round in progress; its report covers the rounds it
+    ran. The CLI exits 130, as for SIGINT, after writing that report."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, report: dict[str, object]) -> None:
+        super().__init__(message)
+        self.report = report

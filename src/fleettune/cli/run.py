@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fleettune.config import RunConfig, build_config, resolved_dict
-from fleettune.errors import ConfigError
+from fleettune.errors import ConfigError, RunInterrupted
 from fleettune.report import build_report, write_report
 from fleettune.report.adapter_file import save_adapter
 from fleettune.report.comparison import comparison
@@ -21,6 +21,7 @@ from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
 from fleettune.report.summary import print_summary
 from fleettune.runner import execute, prepare
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.stop import stop_on_interrupt
 
 Opt = typer.Option
 
@@ -133,13 +134,21 @@ def run(
         return
     if schemes is not None:
         raise ConfigError("--schemes belongs to `fleettune compare`; `run` takes --scheme")
-    report = train_one(build_config(config, flags, overrides), out)
+    try:
+        report = train_one(build_config(config, flags, overrides), out)
+    except RunInterrupted as stopped:
+        print_summary(stopped.report, Console())  # the rounds it ran; the CLI then exits 130
+        raise
     print_summary(report, Console())
     Console().print(f"report: {out / 'report.json'}")
 
 
 def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
-    """Prepare (checking every input first), train with a progress bar, write report and config."""
+    """Prepare (checking every input first), train with a progress bar, write report and config.
+
+    The first Ctrl-C during training ends the run after the round in progress: that round is evaluated, the
+    report of the rounds run is written (`"stopped": "interrupted"`) and RunInterrupted is raised. A second
+    Ctrl-C abandons the run without a report."""
     console = Console(stderr=True)
     started = time.perf_counter()
     columns = (
@@ -169,13 +178,24 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
         prepared = prepare(resolved, on_round)
         total.append(prepared.setup.plan.rounds)
         progress.update(task, total=prepared.setup.plan.rounds, visible=True)
-        result = execute(prepared)
+
+        def notice() -> None:
+            console.print("stopping after the round in progress; press Ctrl-C again to abandon the run", style="yellow")
+
+        with stop_on_interrupt(prepared.setup.stop, notice):
+            result = execute(prepared)
     report = build_report(prepared, result, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(resolved_dict(resolved), indent=2) + "\n")
     write_report(report, out)
     if result.adapter is not None:
         save_adapter(result.adapter, out)
+    if report["stopped"] == "interrupted":
+        raise RunInterrupted(
+            f"{resolved.scheme} interrupted after round {len(result.history)} of {report['rounds_planned']}; "
+            f"its report is in {out / 'report.json'}",
+            report,
+        )
     return report
 
 
@@ -184,15 +204,16 @@ def compare_schemes(
 ) -> None:
     """Each scheme on the same model, data, partition, fleet and seed; then comparison.json and plots."""
     configs = {name: build_config(config, {**flags, "scheme": name}, overrides) for name in names}
-    reports = {}
+    reports: dict[str, dict[str, Any]] = {}
     for name, resolved in configs.items():
-        reports[name] = train_one(resolved, out / name)
-    write_report(comparison(reports), out, "comparison.json")
-    target = next(iter(configs.values())).target_accuracy
-    memory_bars(reports, out / "memory.png")
-    accuracy_over_time(reports, target, out / "accuracy_time.png")
-    if "mesfl" in reports and reports["mesfl"]["timeline"]:
-        round_gantt(reports["mesfl"]["timeline"], 0, "mesfl: one round", out / "mesfl_round.png")
+        try:
+            reports[name] = train_one(resolved, out / name)
+        except RunInterrupted as stopped:
+            # The schemes run so far (the interrupted one included) are compared; the rest are not started.
+            reports[name] = stopped.report
+            _write_comparison(reports, resolved.target_accuracy, out)
+            raise
+    _write_comparison(reports, next(iter(configs.values())).target_accuracy, out)
     table = Table(title="comparison")
     for column in ("scheme", "accuracy", "virtual time (s)", "time to target (s)", "server peak (MiB)"):
         table.add_column(column, justify="left" if column == "scheme" else "right")
@@ -207,3 +228,12 @@ def compare_schemes(
         )
     Console().print(table)
     Console().print(f"reports: {out}")
+
+
+def _write_comparison(reports: dict[str, dict[str, Any]], target: float | None, out: Path) -> None:
+    """comparison.json and the plots of the schemes in `reports`."""
+    write_report(comparison(reports), out, "comparison.json")
+    memory_bars(reports, out / "memory.png")
+    accuracy_over_time(reports, target, out / "accuracy_time.png")
+    if "mesfl" in reports and reports["mesfl"]["timeline"]:
+        round_gantt(reports["mesfl"]["timeline"], 0, "mesfl: one round", out / "mesfl_round.png")

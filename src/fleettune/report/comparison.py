@@ -12,6 +12,8 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "macro_f1": report["final"]["macro_f1"],
         "worst_client_accuracy": report["final"]["worst_client_accuracy"],
         "time_to_target_s": report["time_to_target_s"],
+        "rounds": len(report["history"]),
+        "stopped": report.get("stopped", "planned"),
         "sim_time_s": report["sim_time_s"],
         "wall_time_s": report["wall_time_s"],
         "server_peak_bytes": memory["server_peak"],

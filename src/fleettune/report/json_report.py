@@ -17,7 +17,7 @@ from fleettune.runner import PreparedRun
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.participation import ParticipationTotals
-from fleettune.schemes import SchemeResult
+from fleettune.schemes import SchemeResult, TrainingPlan
 
 
 def time_to_target(history: list[RoundRecord], target: float | None) -> float | None:
@@ -28,6 +28,16 @@ def time_to_target(history: list[RoundRecord], target: float | None) -> float | 
         if record.accuracy is not None and record.accuracy >= target:
             return record.sim_time_s
     return None
+
+
+def stop_reason(plan: TrainingPlan, history: list[RoundRecord], stop_requested: bool) -> str:
+    """Why a run ended: "planned" (it ran every planned round), "target" (it stopped at its target accuracy, as
+    asked) or "interrupted" (it was asked to stop and ended after the round in progress)."""
+    if len(history) >= plan.rounds:
+        return "planned"
+    if stop_requested and not plan.reached(history[-1].accuracy if history else None):
+        return "interrupted"
+    return "target"
 
 
 def _breakdown(memory: MemoryBreakdown) -> dict[str, int]:
@@ -132,6 +142,8 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
             "plan": None if prepared.plan is None else prepared.plan.to_dict(),
         },
         "history": [asdict(r) for r in result.history],
+        "rounds_planned": prepared.setup.plan.rounds,
+        "stopped": stop_reason(prepared.setup.plan, result.history, prepared.setup.stop.requested),
         "participation": participation_section(result.participation, len(result.history), config.deadline_s),
         "privacy": {
             **privacy_section(prepared.setup.safeguards.dp, result.history),
@@ -176,6 +188,15 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
         "sim_time_s": result.sim_time_s,
         "wall_time_s": wall_time_s,
     }
+
+
+def finished_report(path: Path) -> dict[str, Any] | None:
+    """The report at `path` when it exists and its run was not interrupted (None otherwise): what a script that
+    keeps earlier reports may reuse. Reports from before runs could be interrupted have no "stopped" key."""
+    if not path.is_file():
+        return None
+    report: dict[str, Any] = json.loads(path.read_text())
+    return None if report.get("stopped") == "interrupted" else report
 
 
 def write_report(report: dict[str, Any], out_dir: Path, name: str = "report.json") -> Path:

@@ -12,6 +12,16 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def _rounds(report: dict[str, Any]) -> str:
+    ran = len(report["history"])
+    stopped = report.get("stopped")  # absent in reports written before runs could stop early
+    if stopped == "interrupted":
+        return f"{ran} of {report['rounds_planned']} (interrupted)"
+    if stopped == "target":
+        return f"{ran} of {report['rounds_planned']} (stopped at the target)"
+    return str(ran)
+
+
 def summary_table(report: dict[str, Any]) -> Table:
     final = report["final"]
     table = Table(title=f"fleettune {report['scheme']} on {report['dataset']['name']} ({report['model']['name']})")
@@ -22,7 +32,7 @@ def summary_table(report: dict[str, Any]) -> Table:
         ("macro-F1", f"{final['macro_f1']:.4f}"),
         ("worst client accuracy", f"{final['worst_client_accuracy']:.4f}"),
         ("client accuracy std", f"{final['client_accuracy_std']:.4f}"),
-        ("rounds", str(len(report["history"]))),
+        ("rounds", _rounds(report)),
         ("virtual time", f"{report['sim_time_s']:.1f} s"),
         ("wall time", f"{report['wall_time_s']:.1f} s"),
         ("server peak memory", _mib(report["memory_bytes"]["server_peak"])),

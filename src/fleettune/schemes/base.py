@@ -26,6 +26,7 @@ from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.memory import MemoryBreakdown
 from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.participation import STREAM, Participation, ParticipationTotals
+from fleettune.runtime.stop import StopRequest
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import EvalResult, Evaluator
 from fleettune.training import LocalOptimizer
@@ -92,6 +93,12 @@ class RunSetup:
     mixed_ranks: str = "hetlora"  # how adapters of different ranks are combined (see RankMix)
     safeguards: PolicySpec = field(default_factory=PolicySpec)  # robust rule, DP and update attack of aggregation
     client_privacy: ClientPrivacy | None = None  # what every device applies before anything leaves it; None: off
+    stop: StopRequest = field(default_factory=StopRequest)  # set: end the run after the round in progress
+
+    def last_round(self, round_index: int) -> bool:
+        """Whether the run ends with round `round_index` (0-based): its last planned round, or the round in
+        progress when a stop was requested. Read it once per round: a request can arrive at any moment."""
+        return round_index == self.plan.rounds - 1 or self.stop.requested
 
     def rng(self, *stream: int) -> np.random.Generator:
         """An independent random stream per purpose, all derived from the run's seed."""

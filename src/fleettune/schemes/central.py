@@ -55,7 +55,8 @@ def run_central(setup: RunSetup) -> SchemeResult:
         sim_time += busy_s
         energy.server_busy(setup.server.power_w, busy_s)
         memory = run.memory if memory is None else memory.peak_with(run.memory)
-        last = round_index == rounds - 1
+        stopping = setup.stop.requested
+        last = round_index == rounds - 1 or stopping
         result = setup.evaluator(model.logits) if last or (round_index + 1) % plan.eval_every == 0 else None
         record = RoundRecord(
             round=round_index + 1,
@@ -67,6 +68,8 @@ def run_central(setup: RunSetup) -> SchemeResult:
         )
         history.append(record)
         setup.on_round(record)
+        if stopping:
+            break
     assert result is not None and memory is not None
     parameters = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in trainable_parameters(model))

@@ -193,7 +193,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         # Clients download, train and upload in parallel: the round lasts as long as its slowest
         # client (or until the last one left), then the aggregation.
         sim_time += slowest + aggregation_s
-        last = round_index == plan.rounds - 1
+        last = setup.last_round(round_index)
         result = None
         if last or (round_index + 1) % plan.eval_every == 0:
             write_adapter(model.peft, global_state)
@@ -214,7 +214,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
         )
         history.append(record)
         setup.on_round(record)
-        if plan.reached(record.accuracy):
+        if last or plan.reached(record.accuracy):
             break
     assert result is not None
     return SchemeResult(

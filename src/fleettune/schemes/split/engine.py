@@ -55,6 +55,7 @@ class SplitContext:
     history: list[RoundRecord] = field(default_factory=list)
     server_memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     final: EvalResult | None = None
+    evaluated: AdapterState | None = None  # the global adapter `final` scored
     now_s: float = 0.0
     step_losses: list[float] = field(default_factory=list)
     steps_done: int = 0
@@ -442,12 +443,14 @@ def record_round(
 ) -> bool:
     """Close the round (its participation included) and append its record; evaluation (if due) does not
     advance the virtual clock. `losses` are those of the clients whose work counted. True when the run
-    should stop here (it reached its target and was asked to stop there)."""
+    should stop here: its last round, a stop was requested, or it reached its target and was asked to stop
+    there."""
     plan = ctx.setup.plan
-    last = round_index == plan.rounds - 1
+    last = ctx.setup.last_round(round_index)
     result = None
     if last or (round_index + 1) % plan.eval_every == 0:
-        write_adapter(ctx.evaluation.peft, global_state())
+        ctx.evaluated = global_state()
+        write_adapter(ctx.evaluation.peft, ctx.evaluated)
         result = ctx.setup.evaluator(ctx.evaluation.logits)
         ctx.final = result
     total = sum(n for _, n in losses)
@@ -463,7 +466,7 @@ def record_round(
     )
     ctx.history.append(record)
     ctx.setup.on_round(record)
-    return plan.reached(record.accuracy)
+    return last or plan.reached(record.accuracy)
 
 
 def note_server_memory(ctx: SplitContext, concurrent: Sequence[str], received_bytes: int) -> None:

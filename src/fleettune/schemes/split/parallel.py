@@ -124,7 +124,10 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         if record_round(ctx, round_index, kept_losses(losses, att.completed()), global_state):
             break
     result = finish(ctx)
-    result.adapter = dict(current.evaluation)
+    # The adapter last evaluated: the last aggregate, or (a run that stopped between aggregations, at its target
+    # or on request) the average the clients' parts would give, which is what its final accuracy scored.
+    assert ctx.evaluated is not None
+    result.adapter = dict(ctx.evaluated)
     return result
 
 
