@@ -15,9 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fleettune.report import finished_report
+
 
 def _scheme(run: Path, scheme: str) -> dict[str, Any]:
-    report = json.loads((run / scheme / "report.json").read_text())
+    report = finished_report(run / scheme / "report.json")
+    if report is None:
+        raise SystemExit(
+            f"error: {run / scheme / 'report.json'} is missing or its run was interrupted; "
+            "expected the report of a finished run.py run"
+        )
     history = report["history"]
     target = report["target_accuracy"]
     reached = [h["round"] for h in history if h["accuracy"] is not None and h["accuracy"] >= target]
@@ -66,10 +73,6 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run.py output directories, one per seed")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the per-seed table")
     args = parser.parse_args()
-    for run in args.runs:
-        for scheme in ("cpsl", "mesfl"):
-            if not (run / scheme / "report.json").is_file():
-                raise SystemExit(f"error: {run / scheme / 'report.json'} is missing; expected a run.py --out directory")
     rows = [seed_row(run) for run in args.runs]
     met = sum(1 for row in rows if row["ratio"] is not None and row["ratio"] <= 0.60)
     summary = {"seeds": rows, "met_0_60": met, "of": len(rows)}

@@ -23,7 +23,9 @@ def seeds() -> ModuleType:
     return module
 
 
-def _report(run: Path, scheme: str, seed: int, accuracies: list[float], per_round_s: float) -> None:
+def _report(
+    run: Path, scheme: str, seed: int, accuracies: list[float], per_round_s: float, stopped: str = "planned"
+) -> None:
     history: list[dict[str, Any]] = [
         {"round": r, "sim_time_s": r * per_round_s, "accuracy": acc} for r, acc in enumerate(accuracies, start=1)
     ]
@@ -34,6 +36,7 @@ def _report(run: Path, scheme: str, seed: int, accuracies: list[float], per_roun
         "history": history,
         "time_to_target_s": reached[0] if reached else None,
         "sim_time_s": history[-1]["sim_time_s"],
+        "stopped": stopped,
     }
     (run / scheme).mkdir(parents=True)
     (run / scheme / "report.json").write_text(json.dumps(report))
@@ -70,5 +73,10 @@ def test_main_writes_summary_and_refuses_mixed_seeds(
     with pytest.raises(SystemExit, match="cpsl has seed 0 and mesfl seed 3"):
         seeds.main()
     monkeypatch.setattr(sys, "argv", ["seeds.py", str(tmp_path / "none"), "--out", str(out)])
-    with pytest.raises(SystemExit, match=r"report\.json is missing"):
+    with pytest.raises(SystemExit, match=r"report\.json is missing or its run was interrupted"):
+        seeds.main()
+    _report(tmp_path / "cut", "cpsl", 0, [0.9], 2.0)
+    _report(tmp_path / "cut", "mesfl", 0, [0.6, 0.7], 1.0, stopped="interrupted")  # not a run to its end
+    monkeypatch.setattr(sys, "argv", ["seeds.py", str(tmp_path / "cut"), "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"mesfl/report\.json is missing or its run was interrupted"):
         seeds.main()
