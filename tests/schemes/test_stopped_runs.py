@@ -144,7 +144,7 @@ def test_ctrl_c_on_run_writes_the_report_so_far_and_exits_130(
     assert (out / "config.json").is_file()
     assert "Traceback" not in err and "press Ctrl-C again" in err
     assert err.strip().splitlines()[-1] == (
-        f"fleettune: error: mesfl interrupted after round {ran} of 100000; its report is in {out / 'report.json'}"
+        f"fleettune: stopped: mesfl interrupted after round {ran} of 100000; its report is in {out / 'report.json'}"
     )
 
 

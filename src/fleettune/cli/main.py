@@ -13,7 +13,7 @@ try:  # typer >= 0.20 vendors its own click
 except ImportError:  # pragma: no cover
     from click import ClickException  # type: ignore[assignment]
 
-from fleettune.errors import FleettuneError
+from fleettune.errors import FleettuneError, RunInterrupted
 
 app = typer.Typer(
     name="fleettune",
@@ -52,9 +52,9 @@ def _register() -> None:
     app.command("partition")(partition)
 
 
-def _fail(message: str, code: int) -> None:
-    first = " ".join(message.strip().split()) or "error"
-    print(f"fleettune: error: {first}", file=sys.stderr)
+def _fail(message: str, code: int, kind: str = "error") -> None:
+    first = " ".join(message.strip().split()) or kind
+    print(f"fleettune: {kind}: {first}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), 2)
     except (typer.Abort, KeyboardInterrupt):
         _fail("aborted", 130)
+    except RunInterrupted as exc:  # asked to stop: not an error, but not a finished run either
+        _fail(str(exc), exc.exit_code, "stopped")
     except FleettuneError as exc:
         _fail(str(exc), exc.exit_code)
 
