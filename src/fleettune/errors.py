@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FleettuneError(Exception):
     """Base of every error fleettune raises on purpose."""
@@ -41,6 +43,6 @@ class RunInterrupted(FleettuneError):
 
     exit_code = 130
 
-    def __init__(self, message: str, report: dict[str, object]) -> None:
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report

@@ -33,11 +33,14 @@ def time_to_target(history: list[RoundRecord], target: float | None) -> float | 
 def stop_reason(plan: TrainingPlan, history: list[RoundRecord], stop_requested: bool) -> str:
     """Why a run ended: "planned" (it ran every planned round), "target" (it stopped at its target accuracy, as
     asked) or "interrupted" (it was asked to stop and ended after the round in progress)."""
-    if len(history) >= plan.rounds:
-        return "planned"
-    if stop_requested and not plan.reached(history[-1].accuracy if history else None):
-        return "interrupted"
-    return "target"
+    if history and len(history) < plan.rounds:
+        if plan.reached(history[-1].accuracy):
+            return "target"
+        if stop_requested:
+            return "interrupted"
+    # Every round ran: `central` may run one round fewer than planned when its fractional epochs round down to
+    # whole batches.
+    return "planned"
 
 
 def _breakdown(memory: MemoryBreakdown) -> dict[str, int]:
