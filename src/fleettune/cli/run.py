@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,11 +179,7 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
         prepared = prepare(resolved, on_round)
         total.append(prepared.setup.plan.rounds)
         progress.update(task, total=prepared.setup.plan.rounds, visible=True)
-
-        def notice() -> None:
-            console.print("stopping after the round in progress; press Ctrl-C again to abandon the run", style="yellow")
-
-        with stop_on_interrupt(prepared.setup.stop, notice):
+        with stop_on_interrupt(prepared.setup.stop, partial(stop_notice, console)):
             result = execute(prepared)
     report = build_report(prepared, result, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,13 +187,23 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
     write_report(report, out)
     if result.adapter is not None:
         save_adapter(result.adapter, out)
+    raise_if_interrupted(report, out)
+    return report
+
+
+def stop_notice(console: Console) -> None:
+    """What the first Ctrl-C prints."""
+    console.print("stopping after the round in progress; press Ctrl-C again to abandon the run", style="yellow")
+
+
+def raise_if_interrupted(report: dict[str, Any], out: Path) -> None:
+    """RunInterrupted when `report` (already written into `out`) is of a run stopped by Ctrl-C."""
     if report["stopped"] == "interrupted":
         raise RunInterrupted(
-            f"{resolved.scheme} interrupted after round {len(result.history)} of {report['rounds_planned']}; "
+            f"{report['scheme']} interrupted after round {len(report['history'])} of {report['rounds_planned']}; "
             f"its report is in {out / 'report.json'}",
             report,
         )
-    return report
 
 
 def compare_schemes(

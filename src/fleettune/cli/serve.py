@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from fleettune.cli.run import raise_if_interrupted, stop_notice
 from fleettune.config import build_config, resolved_dict
 from fleettune.errors import InputError
 from fleettune.report import build_report, write_report
@@ -22,6 +24,7 @@ from fleettune.runtime.net.driver import drive
 from fleettune.runtime.net.transport import Authenticator, MutualTLSAuth, NetServer, OpenAuth, ServerTLS, TokenAuth
 from fleettune.runtime.net.transport.address import is_loopback, parse_address
 from fleettune.runtime.progress import RoundRecord
+from fleettune.runtime.stop import stop_on_interrupt
 
 Opt = typer.Option
 
@@ -80,7 +83,8 @@ def serve(
     server.start()
     console.print(f"serving {resolved.scheme} on {host}:{server.port} for {len(coordinator.board.members)} devices")
     try:
-        result = drive(coordinator, resume=resume)
+        with stop_on_interrupt(prepared.setup.stop, partial(stop_notice, console)):
+            result = drive(coordinator, resume=resume)
     finally:
         server.stop(grace_s=2.0)
     report = build_report(prepared, result, time.perf_counter() - started)
@@ -96,6 +100,7 @@ def serve(
     if result.adapter is not None:
         save_adapter(result.adapter, out)
     print_summary(report, Console())
+    raise_if_interrupted(report, out)  # after the summary of the rounds it ran; the CLI exits 130
     Console().print(f"report: {out / 'report.json'}")
 
 

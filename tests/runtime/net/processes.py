@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,12 @@ def join_args(port: int, device: str, data_dir: Path, token: str, *extra: str) -
         token,
         *extra,
     ]
+
+
+def rounds_logged(log: Path) -> int:
+    """The last round a server's log reports ("round N: ..." lines; 0 before the first)."""
+    found = re.findall(r"^round (\d+):", log.read_text(errors="replace"), flags=re.MULTILINE)
+    return max((int(n) for n in found), default=0)
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, logs: list[Path]) -> None:

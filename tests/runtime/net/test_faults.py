@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from fleettune.config import build_config
@@ -15,6 +14,7 @@ from tests.runtime.net.processes import (
     join_args,
     kill,
     launch,
+    rounds_logged,
     serve_args,
     wait_for,
     write_config,
@@ -22,11 +22,6 @@ from tests.runtime.net.processes import (
 )
 
 ROUNDS = 16
-
-
-def _rounds_logged(log: Path) -> int:
-    found = re.findall(r"^round (\d+):", log.read_text(errors="replace"), flags=re.MULTILINE)
-    return max((int(n) for n in found), default=0)
 
 
 def test_a_killed_device_and_a_killed_server_lose_no_completed_round(
@@ -46,15 +41,15 @@ def test_a_killed_device_and_a_killed_server_lose_no_completed_round(
     devices = {d: launch(join_args(port, d, folders[d], tokens[d]), logs[d]) for d in names}
     resumed = None
     try:
-        wait_for(lambda: _rounds_logged(server_log) >= 3, 240, "round 3", all_logs)
+        wait_for(lambda: rounds_logged(server_log) >= 3, 240, "round 3", all_logs)
         victim = names[0]
-        killed_at = _rounds_logged(server_log)
+        killed_at = rounds_logged(server_log)
         kill(devices[victim])  # at a random moment: rounds go on without it
-        wait_for(lambda: _rounds_logged(server_log) >= killed_at + 2, 60, "rounds without the victim", all_logs)
+        wait_for(lambda: rounds_logged(server_log) >= killed_at + 2, 60, "rounds without the victim", all_logs)
         devices[victim] = launch(join_args(port, victim, folders[victim], tokens[victim]), tmp_path / "rejoined.log")
         all_logs.append(tmp_path / "rejoined.log")
-        done_before = _rounds_logged(server_log)
-        wait_for(lambda: _rounds_logged(server_log) >= done_before + 3, 120, "rounds after the rejoin", all_logs)
+        done_before = rounds_logged(server_log)
+        wait_for(lambda: rounds_logged(server_log) >= done_before + 3, 120, "rounds after the rejoin", all_logs)
         kill(server)
         resumed = launch(serve_args(config, port, out, *extra, "--resume"), resumed_log)
         for d, process in devices.items():

@@ -59,10 +59,10 @@ def run_fl(c: Coordinator, first_round: int) -> None:
         c.totals.dropped_disconnect += len(dropped)
         c.totals.rounds_without_update += int(state is None)
         kept = [(m.loss or 0.0, m.samples) for m in arrived]
-        done = record(c, round_index, members, dropped, kept)
+        ends = record(c, round_index, members, dropped, kept)
         if state is not None and c.options.checkpoint_dir is not None:
             checkpoint.save(c, c.options.checkpoint_dir, round_index + 1)
-        if plan.reached(done.accuracy):
+        if ends:
             break
 
 

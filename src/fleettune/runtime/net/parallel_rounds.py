@@ -82,8 +82,8 @@ def run_parallel(c: Coordinator, first_round: int) -> None:
         c.totals.dropped_disconnect += len(dropped)
         c.totals.rounds_without_update += int(aggregating and combined is None)
         kept = [(loss, n) for d, loss, n in losses if d in completed]
-        done = record(c, round_index, members, dropped, kept)
+        ends = record(c, round_index, members, dropped, kept)
         if combined is not None and c.options.checkpoint_dir is not None:
             checkpoint.save(c, c.options.checkpoint_dir, round_index + 1)
-        if plan.reached(done.accuracy):
+        if ends:
             break

@@ -248,13 +248,16 @@ def record(
     members: Sequence[Member],
     dropped: Sequence[Member],
     kept: list[tuple[float, int]],
-) -> RoundRecord:
+) -> bool:
     """Append the round's record, evaluating the global adapter every `eval_every` rounds and at the end. Between
     aggregations that is the last aggregate: the devices' current parts stay on the devices (the simulation
-    evaluates the average they would give, which a deployment would have to upload for)."""
+    evaluates the average they would give, which a deployment would have to upload for). True when the run ends
+    with this round: its last, a stop was requested (Ctrl-C on the server), or it reached its target and was asked
+    to stop there."""
     plan = c.setup.plan
+    last = c.setup.last_round(round_index)
     result = None
-    if (round_index + 1) % plan.eval_every == 0 or round_index == plan.rounds - 1:
+    if last or (round_index + 1) % plan.eval_every == 0:
         write_adapter(c.evaluation.peft, c.current.evaluation)
         result = c.setup.evaluator(c.evaluation.logits)
         c.final = result
@@ -273,7 +276,7 @@ def record(
     )
     c.history.append(record)
     c.setup.on_round(record)
-    return record
+    return last or plan.reached(record.accuracy)
 
 
 def mean_loss(losses: Sequence[tuple[float, int]]) -> float:

@@ -66,10 +66,10 @@ def run_turns(c: Coordinator, first_round: int) -> None:
         c.totals.client_rounds += len(members)
         c.totals.completed += len(members) - len(dropped)
         c.totals.dropped_disconnect += len(dropped)
-        done = record(c, round_index, members, dropped, kept)
+        ends = record(c, round_index, members, dropped, kept)
         if c.options.checkpoint_dir is not None:
             checkpoint.save(c, c.options.checkpoint_dir, round_index + 1)
-        if plan.reached(done.accuracy):
+        if ends:
             break
 
 
