@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleettune.runtime.net.trial import free_port, write_config
+from fleettune.config import build_config
+from fleettune.runner import prepare
+from fleettune.runtime.net.trial import free_port, write_config, write_device_folders
 
 __all__ = ["free_port", "write_config"]
 
@@ -66,6 +69,34 @@ def rounds_logged(log: Path) -> int:
     """The last round a server's log reports ("round N: ..." lines; 0 before the first)."""
     found = re.findall(r"^round (\d+):", log.read_text(errors="replace"), flags=re.MULTILINE)
     return max((int(n) for n in found), default=0)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A run's files written for a server and its devices to be launched (token authenticated, checkpointing) by a
+    test that stops and starts them itself."""
+
+    root: Path
+    config: Path
+    folders: dict[str, Path]
+    tokens: dict[str, str]
+    port: int
+    out: Path
+    checkpoints: Path
+
+    @classmethod
+    def write(cls, flags: dict[str, Any], root: Path) -> Fleet:
+        folders = write_device_folders(prepare(build_config(flags=flags)), root / "devices")
+        config = write_config(flags, root / "run.toml")
+        tokens = write_tokens(list(folders), root / "tokens.txt")
+        return cls(root, config, folders, tokens, free_port(), root / "out", root / "checkpoints")
+
+    def serve(self, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+        tokens = ("--tokens", str(self.root / "tokens.txt"), "--checkpoint-dir", str(self.checkpoints))
+        return launch(serve_args(self.config, self.port, self.out, *tokens, *extra), log)
+
+    def join(self, device: str, log: Path) -> subprocess.Popen[bytes]:
+        return launch(join_args(self.port, device, self.folders[device], self.tokens[device]), log)
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str, logs: list[Path]) -> None:

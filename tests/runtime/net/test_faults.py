@@ -5,21 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fleettune.config import build_config
-from fleettune.runner import prepare
-from tests.runtime.net.conftest import device_folders, tiny_flags
-from tests.runtime.net.processes import (
-    finish,
-    free_port,
-    join_args,
-    kill,
-    launch,
-    rounds_logged,
-    serve_args,
-    wait_for,
-    write_config,
-    write_tokens,
-)
+from tests.runtime.net.conftest import tiny_flags
+from tests.runtime.net.processes import Fleet, finish, kill, rounds_logged, wait_for
 
 ROUNDS = 16
 
@@ -28,17 +15,13 @@ def test_a_killed_device_and_a_killed_server_lose_no_completed_round(
     tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=ROUNDS)
-    folders = device_folders(prepare(build_config(flags=flags)), tmp_path / "devices")
-    config = write_config(flags, tmp_path / "run.toml")
-    tokens = write_tokens(list(folders), tmp_path / "tokens.txt")
-    port, out, checkpoints = free_port(), tmp_path / "out", tmp_path / "checkpoints"
-    extra = ("--tokens", str(tmp_path / "tokens.txt"), "--checkpoint-dir", str(checkpoints), "--step-timeout", "4")
+    fleet = Fleet.write(flags, tmp_path)
     server_log, resumed_log = tmp_path / "server.log", tmp_path / "server-resumed.log"
-    names = list(folders)
+    names = list(fleet.folders)
     logs = {d: tmp_path / f"{d}.log" for d in names}
     all_logs = [server_log, resumed_log, *logs.values()]
-    server = launch(serve_args(config, port, out, *extra), server_log)
-    devices = {d: launch(join_args(port, d, folders[d], tokens[d]), logs[d]) for d in names}
+    server = fleet.serve(server_log, "--step-timeout", "4")
+    devices = {d: fleet.join(d, logs[d]) for d in names}
     resumed = None
     try:
         wait_for(lambda: rounds_logged(server_log) >= 3, 240, "round 3", all_logs)
@@ -46,12 +29,12 @@ def test_a_killed_device_and_a_killed_server_lose_no_completed_round(
         killed_at = rounds_logged(server_log)
         kill(devices[victim])  # at a random moment: rounds go on without it
         wait_for(lambda: rounds_logged(server_log) >= killed_at + 2, 60, "rounds without the victim", all_logs)
-        devices[victim] = launch(join_args(port, victim, folders[victim], tokens[victim]), tmp_path / "rejoined.log")
+        devices[victim] = fleet.join(victim, tmp_path / "rejoined.log")
         all_logs.append(tmp_path / "rejoined.log")
         done_before = rounds_logged(server_log)
         wait_for(lambda: rounds_logged(server_log) >= done_before + 3, 120, "rounds after the rejoin", all_logs)
         kill(server)
-        resumed = launch(serve_args(config, port, out, *extra, "--resume"), resumed_log)
+        resumed = fleet.serve(resumed_log, "--step-timeout", "4", "--resume")
         for d, process in devices.items():
             assert finish(process, 300, logs[d]) == 0, logs[d].read_text()[-2000:]
         assert finish(resumed, 60, resumed_log) == 0, resumed_log.read_text()[-2000:]
@@ -59,7 +42,7 @@ def test_a_killed_device_and_a_killed_server_lose_no_completed_round(
         for process in [server, resumed, *devices.values()]:
             if process is not None:
                 kill(process)
-    history = json.loads((out / "report.json").read_text())["history"]
+    history = json.loads((fleet.out / "report.json").read_text())["history"]
     assert [r["round"] for r in history] == list(range(1, ROUNDS + 1))  # each round once: none lost, none twice
     after_kill = history[killed_at : killed_at + 2]
     assert all(victim not in r["participants"] or victim in r["dropped_disconnect"] for r in after_kill[1:])

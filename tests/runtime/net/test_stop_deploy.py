@@ -7,21 +7,8 @@ import json
 import signal
 from pathlib import Path
 
-from fleettune.config import build_config
-from fleettune.runner import prepare
-from tests.runtime.net.conftest import device_folders, tiny_flags
-from tests.runtime.net.processes import (
-    finish,
-    free_port,
-    join_args,
-    kill,
-    launch,
-    rounds_logged,
-    serve_args,
-    wait_for,
-    write_config,
-    write_tokens,
-)
+from tests.runtime.net.conftest import tiny_flags
+from tests.runtime.net.processes import Fleet, finish, kill, rounds_logged, wait_for
 
 ROUNDS = 10_000
 
@@ -30,15 +17,12 @@ def test_ctrl_c_on_the_server_ends_the_round_and_writes_the_report(
     tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=ROUNDS)
-    folders = device_folders(prepare(build_config(flags=flags)), tmp_path / "devices")
-    config = write_config(flags, tmp_path / "run.toml")
-    tokens = write_tokens(list(folders), tmp_path / "tokens.txt")
-    port, out, checkpoints = free_port(), tmp_path / "out", tmp_path / "checkpoints"
-    extra = ("--tokens", str(tmp_path / "tokens.txt"), "--checkpoint-dir", str(checkpoints))
+    fleet = Fleet.write(flags, tmp_path)
+    out, checkpoints = fleet.out, fleet.checkpoints
     server_log = tmp_path / "server.log"
-    logs = {d: tmp_path / f"{d}.log" for d in folders}
-    server = launch(serve_args(config, port, out, *extra), server_log)
-    devices = {d: launch(join_args(port, d, folders[d], tokens[d]), logs[d]) for d in folders}
+    logs = {d: tmp_path / f"{d}.log" for d in fleet.folders}
+    server = fleet.serve(server_log)
+    devices = {d: fleet.join(d, logs[d]) for d in fleet.folders}
     try:
         wait_for(lambda: rounds_logged(server_log) >= 2, 240, "round 2", [server_log, *logs.values()])
         server.send_signal(signal.SIGINT)
