@@ -53,6 +53,22 @@ def test_timeline_covers_every_phase_of_a_mesfl_round(run_scheme: RunScheme) -> 
     assert result.history[0].sim_time_s == pytest.approx(max(e.end_s for e in first))
 
 
+@pytest.mark.parametrize("scheme", ["mesfl", "splitfed", "cpsl"])
+def test_each_adapter_upload_starts_when_its_client_is_done(run_scheme: RunScheme, scheme: str) -> None:
+    # Clients are not held at a barrier: each sends its adapter part as soon as its own backward ends,
+    # so on a heterogeneous fleet some uploads start before the slowest client has finished.
+    result = run_scheme(scheme, rounds=1, clients=6)
+    backward = {e.party: e.end_s for e in result.events if e.activity is Activity.CLIENT_BACKWARD}
+    uploads = {e.party: e for e in result.events if e.activity is Activity.ADAPTER_UPLINK}
+    assert set(uploads) == set(backward)
+    for client, upload in uploads.items():
+        assert upload.start_s == pytest.approx(backward[client], abs=1e-12)
+    if scheme != "cpsl":  # one step of all clients, then the aggregate goes down once every upload is in
+        assert min(u.start_s for u in uploads.values()) < max(backward.values()) - 1e-6
+        downloads = [e for e in result.events if e.activity is Activity.ADAPTER_DOWNLINK]
+        assert downloads and min(d.start_s for d in downloads) >= max(u.end_s for u in uploads.values()) - 1e-12
+
+
 def test_sl_is_sequential_and_slower_than_mesfl(run_scheme: RunScheme) -> None:
     sl = run_scheme("sl", rounds=2, clients=6)
     mesfl = run_scheme("mesfl", rounds=2, clients=6)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleettune.runtime.events import Activity, Event
@@ -82,11 +82,20 @@ def shared_processor_step(phases: Sequence[StepPhases], round: int, t0: float) -
 
 
 def transfers(
-    seconds: dict[str, float], activity: Activity, round: int, t0: float, party_of: dict[str, str] | None = None
+    seconds: dict[str, float],
+    activity: Activity,
+    round: int,
+    t0: float,
+    party_of: dict[str, str] | None = None,
+    starts: Mapping[str, float] | None = None,
 ) -> Timeline:
-    """Transfers that run in parallel on each client's own link."""
-    events = [Event(round, (party_of or {}).get(c, c), activity, t0, t0 + s, c) for c, s in seconds.items() if s > 0]
-    return Timeline(events, t0 + max(seconds.values(), default=0.0))
+    """Transfers that run in parallel on each client's own link, each from its client's `starts` time
+    (a client's own step may have ended before `t0`, the moment every step had) or else from `t0`; the
+    timeline ends when the last one has, and not before `t0`."""
+    begin = {c: (starts or {}).get(c, t0) for c in seconds}
+    party = party_of or {}
+    events = [Event(round, party.get(c, c), activity, begin[c], begin[c] + s, c) for c, s in seconds.items() if s > 0]
+    return Timeline(events, max([t0, *(begin[c] + s for c, s in seconds.items())]))
 
 
 def server_work(seconds: float, activity: Activity, round: int, t0: float) -> Timeline:

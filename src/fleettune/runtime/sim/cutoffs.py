@@ -181,11 +181,12 @@ def cut_transfers(
     t0: float,
     drop_after_s: Mapping[str, float],
     deadline_at: float | None,
+    starts: Mapping[str, float] | None = None,
 ) -> Cut:
-    """Transfers in parallel on each device's own link (as `transfers`), of `sizes` bytes each, cut by
-    disconnects (busy seconds into the transfer) and the deadline."""
+    """Transfers in parallel on each device's own link (as `transfers`, each from its `starts` time or
+    `t0`), of `sizes` bytes each, cut by disconnects (busy seconds into the transfer) and the deadline."""
     if not drop_after_s and deadline_at is None:
-        return Cut(transfers(dict(seconds), activity, round, t0))
+        return Cut(transfers(dict(seconds), activity, round, t0, starts=starts))
     upward = activity in (Activity.UPLINK, Activity.ADAPTER_UPLINK)
     left: dict[str, Leave] = {}
     spent: dict[str, Spend] = {}
@@ -193,16 +194,17 @@ def cut_transfers(
     end = t0
     for client, length in seconds.items():
         size = sizes[client]
-        span = Span(t0, t0 + length, activity, size if upward else 0, 0 if upward else size)
+        begin = (starts or {}).get(client, t0)
+        span = Span(begin, begin + length, activity, size if upward else 0, 0 if upward else size)
         leave = leave_point([span], drop_after_s.get(client), deadline_at)
-        cut_s = t0 + length if leave is None else leave.at_s
-        if length > 0 and cut_s > t0:
-            events.append(Event(round, client, activity, t0, cut_s, client))
+        cut_s = begin + length if leave is None else leave.at_s
+        if length > 0 and cut_s > begin:
+            events.append(Event(round, client, activity, begin, cut_s, client))
         if leave is None:
-            end = max(end, t0 + length)
+            end = max(end, begin + length)
         else:
             left[client] = leave
             spent[client] = spent_until([span], leave.at_s)
     if not left:
-        return Cut(transfers(dict(seconds), activity, round, t0))
+        return Cut(transfers(dict(seconds), activity, round, t0, starts=starts))
     return Cut(Timeline(events, end), left, spent)

@@ -122,6 +122,7 @@ def split_step(
     if after_cut is not None:
         after_cut(cut)
     ctx.advance(cut.timeline, round_index)
+    ctx.note_ready(cut.timeline, [c.id for c in members])
     note_server_memory(ctx, [c.id for c in members], sum(len(s.payload) for s in sent))
     ctx.note_step([(o.loss, o.samples) for s, o in zip(sent, served, strict=True) if s.client.id not in cut.left])
     return [(s.client.id, o.loss, o.samples) for s, o in zip(sent, served, strict=True)]

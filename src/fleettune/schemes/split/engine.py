@@ -57,6 +57,7 @@ class SplitContext:
     final: EvalResult | None = None
     evaluated: AdapterState | None = None  # the global adapter `final` scored
     now_s: float = 0.0
+    ready_s: dict[str, float] = field(default_factory=dict)  # when each client's own part of the last step ended
     step_losses: list[float] = field(default_factory=list)
     steps_done: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -88,6 +89,11 @@ class SplitContext:
         if round_index < TIMELINE_ROUNDS:
             self.events += timeline.events
         self.now_s = timeline.end_s
+
+    def note_ready(self, timeline: Timeline, ids: Sequence[str]) -> None:
+        """Each of `ids` is free from the end of its own last event in a step's `timeline` (its backward,
+        or where it left): its adapter upload can start then, before the slowest client is done."""
+        self.ready_s = {c: max((e.end_s for e in timeline.events if e.party == c), default=timeline.end_s) for c in ids}
 
     def note_step(self, losses: Sequence[tuple[float, int]]) -> None:
         """One optimizer step of the schedule went by; `losses` of the clients whose work in it counted
@@ -249,7 +255,8 @@ def upload_parts(
     sizes = {c.id: len(uploads[c.id][1]) if masked is None else masked[c.id] for c in clients}
     seconds = {c.id: uplink_s(c.device, sizes[c.id]) for c in clients}
     drops = {c: s for c, s in (drop_after_s or {}).items() if c in seconds}
-    cut = cut_transfers(seconds, sizes, Activity.ADAPTER_UPLINK, round_index, ctx.now_s, drops, deadline_at)
+    starts = {c.id: min(ctx.now_s, ctx.ready_s.get(c.id, ctx.now_s)) for c in clients}
+    cut = cut_transfers(seconds, sizes, Activity.ADAPTER_UPLINK, round_index, ctx.now_s, drops, deadline_at, starts)
     arrived, views = [], []
     for client in clients:
         link, payload = uploads[client.id]
