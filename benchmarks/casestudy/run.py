@@ -109,10 +109,7 @@ def main() -> None:
     numbers = comparison(reports)
     for scheme, report in reports.items():
         history = report["history"]
-        numbers[scheme]["rounds"] = len(history)
         numbers[scheme]["sim_time_per_round_s"] = history[-1]["sim_time_s"] / len(history)
-        reached = [h["round"] for h in history if h["accuracy"] is not None and h["accuracy"] >= 0.89]
-        numbers[scheme]["rounds_to_target"] = reached[0] if reached else None
 
     def get(scheme: str, key: str) -> float | None:
         return numbers.get(scheme, {}).get(key)

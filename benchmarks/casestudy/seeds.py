@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fleettune.report import finished_report
+from fleettune.report import finished_report, round_to_target
 
 
 def _scheme(run: Path, scheme: str) -> dict[str, Any]:
@@ -26,12 +26,10 @@ def _scheme(run: Path, scheme: str) -> dict[str, Any]:
             "expected the report of a finished run.py run"
         )
     history = report["history"]
-    target = report["target_accuracy"]
-    reached = [h["round"] for h in history if h["accuracy"] is not None and h["accuracy"] >= target]
     return {
         "seed": report["seed"],
         "rounds_run": len(history),
-        "round_to_target": reached[0] if reached else None,
+        "round_to_target": round_to_target(report),
         "time_to_target_s": report["time_to_target_s"],
         "sim_time_s": report["sim_time_s"],
         "best_accuracy": max((h["accuracy"] for h in history if h["accuracy"] is not None), default=None),

@@ -40,7 +40,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning import MeasuredCosts, plan_fleet
 from fleettune.planning.step import fleet_step_phases
-from fleettune.report import finished_report
+from fleettune.report import finished_report, round_to_target
 from fleettune.scheduling import Job, compare_policies, processor_sharing
 
 DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
@@ -141,7 +141,6 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     else:  # reports written before the ledger split its kinds: the adapter traffic is not separable
         cut = report["communication_bytes"]["uplink"] + report["communication_bytes"]["downlink"]
     evaluated = [h for h in history if h["accuracy"] is not None]
-    reached = [h for h in evaluated if h["accuracy"] >= TARGET]
     compression = report["config"]["compression"]
     return {
         "compression": compression,
@@ -149,7 +148,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "cut_bytes_per_step": cut / steps,
         "cut_bytes_exact": kinds is not None,
         "sim_time_per_round_s": history[-1]["sim_time_s"] / len(history),
-        "rounds_to_target": reached[0]["round"] if reached else None,
+        "rounds_to_target": round_to_target(report),
         "time_to_target_s": report["time_to_target_s"],
         "final_accuracy": report["final"]["accuracy"],
         "accuracy_by_round": {str(h["round"]): h["accuracy"] for h in evaluated},

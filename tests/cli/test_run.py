@@ -14,7 +14,7 @@ from tests.cli.invoke import run_cli
 
 TOP_KEYS = {
     "fleettune_version", "scheme", "seed", "config", "model", "dataset", "fleet", "history", "final",
-    "target_accuracy", "time_to_target_s", "memory_bytes", "communication_bytes", "energy_j",
+    "target_accuracy", "time_to_target_s", "round_to_target", "memory_bytes", "communication_bytes", "energy_j",
     "sim_time_s", "wall_time_s",
 }  # fmt: skip
 
@@ -69,6 +69,19 @@ def test_fl_report_has_every_contract_key(fl_report: dict) -> None:
     assert set(fl_report["energy_j"]["clients"]) == set(ids) and fl_report["energy_j"]["server"] > 0
     # The target was low enough to be reached at the first evaluation.
     assert fl_report["time_to_target_s"] == fl_report["history"][0]["sim_time_s"]
+    assert fl_report["round_to_target"] == fl_report["history"][0]["round"] == 1
+
+
+def test_round_to_target_reads_the_key_or_an_older_report_s_history() -> None:
+    from fleettune.report import round_to_target
+
+    history = [{"round": r, "accuracy": a} for r, a in ((1, None), (2, 0.5), (3, 0.88), (4, 0.9), (5, None), (6, 0.95))]
+    assert round_to_target({"target_accuracy": 0.89, "history": history}) == 4  # written before the key
+    assert round_to_target({"target_accuracy": 0.5, "history": history}) == 2  # at the target counts
+    assert round_to_target({"target_accuracy": 0.99, "history": history}) is None
+    assert round_to_target({"target_accuracy": None, "history": history}) is None
+    assert round_to_target({"round_to_target": 6, "target_accuracy": 0.89, "history": history}) == 6
+    assert round_to_target({"round_to_target": None, "target_accuracy": 0.89, "history": history}) is None
 
 
 def test_fl_uplink_is_clients_times_rounds_times_adapter_payload(fl_report: dict) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fleettune.report.json_report import round_to_target
+
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     memory = report["memory_bytes"]
@@ -12,6 +14,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "macro_f1": report["final"]["macro_f1"],
         "worst_client_accuracy": report["final"]["worst_client_accuracy"],
         "time_to_target_s": report["time_to_target_s"],
+        "round_to_target": round_to_target(report),
         "rounds": len(report["history"]),
         "stopped": report.get("stopped", "planned"),
         "sim_time_s": report["sim_time_s"],

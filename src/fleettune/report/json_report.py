@@ -20,14 +20,24 @@ from fleettune.runtime.sim.participation import ParticipationTotals
 from fleettune.schemes import SchemeResult, TrainingPlan
 
 
-def time_to_target(history: list[RoundRecord], target: float | None) -> float | None:
-    """The first virtual time at which the evaluated test accuracy reached `target`."""
+def _at_target(history: list[RoundRecord], target: float | None) -> RoundRecord | None:
+    """The first round whose evaluated test accuracy reached `target`."""
     if target is None:
         return None
-    for record in history:
-        if record.accuracy is not None and record.accuracy >= target:
-            return record.sim_time_s
-    return None
+    return next((r for r in history if r.accuracy is not None and r.accuracy >= target), None)
+
+
+def round_to_target(report: dict[str, Any]) -> int | None:
+    """A report's first round whose evaluation reached its target accuracy (None if none did): its
+    `round_to_target`, or for a report written before that key existed, read off its history."""
+    if "round_to_target" in report:
+        value = report["round_to_target"]
+        return None if value is None else int(value)
+    target = report.get("target_accuracy")
+    if target is None:
+        return None
+    reached = (h["round"] for h in report["history"] if h["accuracy"] is not None and h["accuracy"] >= target)
+    return next(reached, None)
 
 
 def stop_reason(plan: TrainingPlan, history: list[RoundRecord], stop_requested: bool) -> str:
@@ -114,6 +124,7 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
     fleet = prepared.fleet
     client_ids = [d.id for d in fleet.devices]
     final = result.final
+    reached = _at_target(result.history, config.target_accuracy)
     return {
         "fleettune_version": __version__,
         "scheme": config.scheme,
@@ -168,7 +179,8 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
             "client_accuracy_std": final.clients.std,
         },
         "target_accuracy": config.target_accuracy,
-        "time_to_target_s": time_to_target(result.history, config.target_accuracy),
+        "time_to_target_s": None if reached is None else reached.sim_time_s,
+        "round_to_target": None if reached is None else reached.round,
         "memory_bytes": {
             "server_peak": result.server_memory.total,
             "clients_peak": {c: m.total for c, m in result.client_memory.items()},
