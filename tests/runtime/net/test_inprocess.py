@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,32 @@ def test_a_server_optimizer_deployed_equals_simulated_and_its_moments_survive_a_
     assert int(moments.pop("steps")) == 3  # one aggregation per round
     assert {name.split("/", 1)[1] for name in moments} == set(simulated.adapter)
     assert any(float(m.abs().max()) > 0 for m in moments.values())
+
+
+@pytest.mark.parametrize("scheme", ["mesfl", "cpsl"])
+def test_a_device_sends_its_adapter_once_its_own_step_is_done(
+    scheme: str, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At an aggregation (or the end of a cluster's turn) the server asks each device for its adapter as soon as
+    that device has finished its step, not once the slowest has, as the simulation's clock assumes."""
+    marks: list[tuple[str, str, float]] = []
+    upload = DeviceAgent.upload
+
+    def timed_upload(self: DeviceAgent, instruction: Instruction) -> None:
+        marks.append(("upload", self.id, time.monotonic()))
+        upload(self, instruction)
+
+    class SlowStep(DeviceAgent):
+        def step(self, instruction: Instruction) -> None:
+            super().step(instruction)
+            time.sleep(1.5)
+            marks.append(("step done", self.id, time.monotonic()))
+
+    monkeypatch.setattr(DeviceAgent, "upload", timed_upload)
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, scheme, clients=3, rounds=1, cluster_size=3)
+    deploy(flags, tmp_path, odd=SlowStep)
+    slow = next(device for kind, device, _ in marks if kind == "step done")
+    slow_done = max(at for kind, _, at in marks if kind == "step done")
+    fast_uploads = [at for kind, device, at in marks if kind == "upload" and device != slow]
+    assert len(fast_uploads) == 2 and max(fast_uploads) < slow_done
+    assert [device for kind, device, _ in marks if kind == "upload"][-1] == slow

@@ -15,7 +15,7 @@ from fleettune.runtime.net.base_fold import accumulate
 from fleettune.runtime.net.board import Member
 from fleettune.runtime.net.coordinator import Coordinator
 from fleettune.runtime.net.secure_steps import collect_securely
-from fleettune.runtime.net.steps import Loss, collect, download, drop, present, record, train_step
+from fleettune.runtime.net.steps import Loss, collect, download, drop, present, record, train_step, upload_request
 from fleettune.schemes.split.engine import combine_views, fold_stacked
 
 
@@ -44,15 +44,18 @@ def run_parallel(c: Coordinator, first_round: int) -> None:
         saved = {m.id: c.server.snapshot(m.id) for m in members}
         losses: list[Loss] = []
         active = list(members)
-        for _ in range(plan.local_steps):
-            active = train_step(c, active, round_index, losses, serve, total_steps)
+        # At a plain aggregation each device sends its adapter as soon as it finishes its last step.
+        uploads = upload_request(round_index) if aggregating and c.policy.secure is None else None
+        for step in range(plan.local_steps):
+            then = uploads if step == plan.local_steps - 1 else None
+            active = train_step(c, active, round_index, losses, serve, total_steps, then)
         arrived: list[Member] = []
         combined: Aggregate | None = None
         if aggregating and c.policy.secure is not None:
             arrived, state = collect_securely(c, active, round_index)
             combined = None if state is None else Aggregate(state, {m: state for m in c.mix.ranks})
         elif aggregating:
-            arrived, views = collect(c, active, round_index)
+            arrived, views = collect(c, active, round_index, asked=True)
             if arrived:
                 ids, samples = [m.id for m in arrived], [m.samples for m in arrived]
                 previous = c.current.evaluation

@@ -29,6 +29,13 @@ Loss = tuple[str, float, int]  # device, loss, samples
 SILENCE_GRACE_S = 2.0  # beyond the poll period: how long an idle device may go unheard before it counts as away
 # The server's work on one device's activations: (cut gradients, loss); may keep what it needs for later.
 Serve = Callable[[Member, CutActivations, float], tuple[CutGradients, float]]
+# What a device is asked next, and the payload the driver then expects from it.
+Ask = Callable[[Member], tuple[Instruction, Expected]]
+
+
+def upload_request(round_index: int) -> Ask:
+    """Ask a device for its client-side adapter."""
+    return lambda m: (Instruction(Do.UPLOAD, round_index), Expected("adapter", round_index))
 
 
 def await_fleet(c: Coordinator) -> None:
@@ -66,10 +73,18 @@ def present(c: Coordinator) -> list[Member]:
 
 
 def train_step(
-    c: Coordinator, active: list[Member], round_index: int, losses: list[Loss], serve: Serve, total_steps: int
+    c: Coordinator,
+    active: list[Member],
+    round_index: int,
+    losses: list[Loss],
+    serve: Serve,
+    total_steps: int,
+    then: Ask | None = None,
 ) -> list[Member]:
     """One training step of `active`, the server taking waiting devices in its policy's order and `serve`
-    doing its work on each; returns the devices that completed the step (their backward included)."""
+    doing its work on each; returns the devices that completed the step (their backward included). With
+    `then`, each device that completes is at once given its next instruction (the adapter upload that ends
+    an aggregating round) rather than held until the slowest device is done."""
     board, step = c.board, c.steps_done
     factor = lr_factor(c.setup.plan.lr_schedule, step, total_steps)
     incarnations = {m.id: m.incarnation for m in active}
@@ -109,14 +124,32 @@ def train_step(
         for m in pending.values():
             board.release(m)
         done_by = board.clock() + c.options.step_timeout_s
-        board.wait_until(lambda: all(m.idle or m.incarnation != incarnations[m.id] for m in served), done_by)
-        completed = [m for m in served if m.idle and m.incarnation == incarnations[m.id]]
+        completed = _await_done(c, served, incarnations, then, done_by)
     c.steps_done += 1
     finished = {m.id for m in completed}
     kept = [(loss, n) for d, loss, n in losses[len(losses) - len(served) :] if d in finished]
     if kept:  # as in simulation, a step nobody completed leaves no loss
         c.step_losses.append(mean_loss(kept))
     return completed
+
+
+def _await_done(
+    c: Coordinator, members: list[Member], incarnations: dict[str, int], then: Ask | None, deadline: float
+) -> list[Member]:
+    """Wait (lock held) until each of `members` finished its step or left; hand each one `then` as soon as it
+    has finished. Returns those that finished, in order."""
+    finished: set[str] = set()
+
+    def settled() -> bool:
+        for m in members:
+            if m.id not in finished and m.idle and m.incarnation == incarnations[m.id]:
+                finished.add(m.id)
+                if then is not None:
+                    c.board.post(m, *then(m))
+        return all(m.id in finished or m.incarnation != incarnations[m.id] for m in members)
+
+    c.board.wait_until(settled, deadline)
+    return [m for m in members if m.id in finished and m.incarnation == incarnations[m.id]]
 
 
 def _ready(m: Member, incarnations: dict[str, int]) -> bool:
@@ -147,16 +180,16 @@ def _serve(
     return reply
 
 
-def exchange(
-    c: Coordinator, members: Sequence[Member], ask: Callable[[Member], tuple[Instruction, Expected]]
-) -> dict[str, bytes]:
-    """Give each member the instruction `ask` makes for it and wait (up to the step timeout) for the payload it
-    must send back; the payloads that arrived, by device (from the same incarnation: a rejoin voids them)."""
+def exchange(c: Coordinator, members: Sequence[Member], ask: Ask | None) -> dict[str, bytes]:
+    """Give each member the instruction `ask` makes for it (None: it has it already) and wait (up to the step
+    timeout) for the payload it must send back; the payloads that arrived, by device (from the same
+    incarnation: a rejoin voids them)."""
     board = c.board
     incarnations = {m.id: m.incarnation for m in members}
     with board.cv:
-        for m in members:
-            board.post(m, *ask(m))
+        if ask is not None:
+            for m in members:
+                board.post(m, *ask(m))
         deadline = board.clock() + c.options.step_timeout_s
         board.wait_until(lambda: all(_ready(m, incarnations) for m in members), deadline)
         arrived = {m.id: m.arrived for m in members if m.arrived is not None and m.incarnation == incarnations[m.id]}
@@ -165,9 +198,12 @@ def exchange(
     return arrived
 
 
-def collect(c: Coordinator, active: list[Member], round_index: int) -> tuple[list[Member], list[AdapterState]]:
-    """Every active device uploads its client-side adapter; the server joins each with its own side."""
-    uploads = exchange(c, active, lambda m: (Instruction(Do.UPLOAD, round_index), Expected("adapter", round_index)))
+def collect(
+    c: Coordinator, active: list[Member], round_index: int, asked: bool = False
+) -> tuple[list[Member], list[AdapterState]]:
+    """Every active device uploads its client-side adapter (`asked`: the request went out with its last step);
+    the server joins each with its own side."""
+    uploads = exchange(c, active, None if asked else upload_request(round_index))
     arrived, views = [], []
     for m in active:
         payload = uploads.get(m.id)

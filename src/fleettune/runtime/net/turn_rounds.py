@@ -16,7 +16,7 @@ from fleettune.models.adapters import AdapterState
 from fleettune.runtime.net import checkpoint
 from fleettune.runtime.net.board import Member
 from fleettune.runtime.net.coordinator import Coordinator
-from fleettune.runtime.net.steps import Loss, collect, download, drop, present, record, train_step
+from fleettune.runtime.net.steps import Ask, Loss, collect, download, drop, present, record, train_step, upload_request
 from fleettune.schemes.split.engine import combine_views
 from fleettune.schemes.split.sequential import clusters_of, speed_clusters
 from fleettune.schemes.split.servers import Gradients, SharedAdapter
@@ -45,9 +45,10 @@ def run_turns(c: Coordinator, first_round: int) -> None:
             before = server.snapshot(team[0].id)
             active = download(c, team, round_index, _always(full))
             losses: list[Loss] = []
-            for _ in range(plan.local_steps):
-                active = _turn_step(c, server, active, round_index, losses, total_steps)
-            arrived, views = collect(c, active, round_index)
+            for step in range(plan.local_steps):  # after its last step each member sends its adapter at once
+                then = upload_request(round_index) if step == plan.local_steps - 1 else None
+                active = _turn_step(c, server, active, round_index, losses, total_steps, then)
+            arrived, views = collect(c, active, round_index, asked=True)
             lost = [m for m in team if m not in arrived]
             drop(c, lost, {})
             dropped += lost
@@ -74,7 +75,13 @@ def run_turns(c: Coordinator, first_round: int) -> None:
 
 
 def _turn_step(
-    c: Coordinator, server: SharedAdapter, team: list[Member], round_index: int, losses: list[Loss], total_steps: int
+    c: Coordinator,
+    server: SharedAdapter,
+    team: list[Member],
+    round_index: int,
+    losses: list[Loss],
+    total_steps: int,
+    then: Ask | None,
 ) -> list[Member]:
     """One step of the cluster: each member's gradients are kept apart, and the server's adapter steps on
     those of the members that complete the step (scaled as if the others' loss had been counted)."""
@@ -88,7 +95,7 @@ def _turn_step(
         taken[m.id] = server.take_gradients()
         return grads, loss
 
-    completed = train_step(c, team, round_index, losses, serve, total_steps)
+    completed = train_step(c, team, round_index, losses, serve, total_steps, then)
     kept = [taken[m.id] for m in completed if m.id in taken]
     if kept:
         server.step_on(kept, len(taken) / len(kept), factor)
