@@ -130,6 +130,21 @@ def test_cut_transfers() -> None:
     assert late.left == {"b": Leave(4.0, Cause.DEADLINE)} and late.spent["b"].downlink_bytes == 30
 
 
+def test_cut_transfers_from_each_clients_own_start() -> None:
+    # "a" was done at 0.5 and "b" at 1.0 (the step's end, t0): each transfer starts then.
+    seconds, sizes, starts = {"a": 2.0, "b": 1.0}, {"a": 10, "b": 40}, {"a": 0.5, "b": 1.0}
+    whole = cut_transfers(seconds, sizes, Activity.ADAPTER_UPLINK, 0, 1.0, {}, None, starts)
+    assert [(e.party, e.start_s, e.end_s) for e in whole.timeline.events] == [("a", 0.5, 2.5), ("b", 1.0, 2.0)]
+    assert whole.timeline.end_s == 2.5 and not whole.left
+    # A disconnect counts busy seconds from the client's own start; the deadline is a moment on the clock.
+    cut = cut_transfers(seconds, sizes, Activity.ADAPTER_UPLINK, 0, 1.0, {"a": 1.0}, 1.5, starts)
+    assert cut.left == {"a": Leave(1.5, Cause.DISCONNECT), "b": Leave(1.5, Cause.DEADLINE)}
+    assert cut.spent["a"].uplink_bytes == 5 and cut.spent["b"].uplink_bytes == 20
+    assert cut.timeline.end_s == 1.0  # nobody finished: the clock stays where the step ended
+    early = cut_transfers({"a": 0.2}, {"a": 1}, Activity.ADAPTER_UPLINK, 0, 1.0, {}, None, {"a": 0.5})
+    assert early.timeline.end_s == 1.0  # never before t0
+
+
 def test_log_totals_and_lost_work() -> None:
     log = ParticipationLog()
     online = log.begin(Turnout(offline=frozenset({"c"})), ["a", "b", "c"])
