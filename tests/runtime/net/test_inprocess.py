@@ -6,6 +6,7 @@ import contextlib
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,13 +14,16 @@ import torch
 from fleettune.config import build_config
 from fleettune.runner import execute, prepare
 from fleettune.runtime.ledger import ADAPTER, CUT, SETUP
-from fleettune.runtime.net import checkpoint
+from fleettune.runtime.net import checkpoint, steps
 from fleettune.runtime.net.coordinator import Coordinator, ServeOptions
 from fleettune.runtime.net.device import DeviceAgent
 from fleettune.runtime.net.driver import drive
 from fleettune.runtime.net.local import LocalCaller
+from fleettune.runtime.net.protocol import ADAPTER as ADAPTER_CALL
 from fleettune.runtime.net.protocol import Instruction
+from fleettune.runtime.net.transport.message import Message
 from fleettune.runtime.progress import RoundRecord
+from fleettune.scheduling.online import Waiting
 from tests.runtime.net.conftest import device_folders, tiny_flags
 from tests.runtime.net.inprocess import deploy
 
@@ -236,3 +240,45 @@ def test_a_device_sends_its_adapter_once_its_own_step_is_done(
     fast_uploads = [at for kind, device, at in marks if kind == "upload" and device != slow]
     assert len(fast_uploads) == 2 and max(fast_uploads) < slow_done
     assert [device for kind, device, _ in marks if kind == "upload"][-1] == slow
+
+
+def test_before_an_aggregation_the_server_orders_on_tails_with_the_upload(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step that ends with the adapter upload is ordered on each device's backward plus its last measured
+    upload, as the simulation's clock orders it; other steps on the backward alone."""
+    offered: list[list[Waiting]] = []
+    slow: list[str] = []
+    choose = steps.next_job
+
+    def recording(policy: str, waiting: list[Waiting]) -> str:
+        offered.append(list(waiting))
+        return choose(policy, waiting)
+
+    class SlowUpload(DeviceAgent):
+        """Its adapter takes a second to go up."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            slow.append(self.id)
+            call = self.caller.call
+
+            def delayed(kind: str, *rest: Any, **named: Any) -> Message:
+                if kind == ADAPTER_CALL:
+                    time.sleep(1.0)
+                return call(kind, *rest, **named)
+
+            self.caller.call = delayed  # type: ignore[method-assign]
+
+    monkeypatch.setattr(steps, "next_job", recording)
+    flags = tiny_flags(tiny_model_dir, tiny_data_dir, "mesfl", clients=3, rounds=4, aggregate_every=2)
+    deploy(flags, tmp_path, odd=SlowUpload)
+    assert len(offered) >= 4 * 3  # one choice per device served, three devices a step, four steps
+    by_step = [offered[i : i + 3] for i in range(0, 12, 3)]  # round r's step is r's three choices
+
+    def tails(step: list[list[Waiting]]) -> dict[str, float]:
+        return {w.id: w.tail_s for choice in step for w in choice}
+
+    assert tails(by_step[2])[slow[0]] < 1.0  # round 3 does not aggregate: its backward alone
+    assert tails(by_step[3])[slow[0]] >= 1.0  # round 4 ends with the upload, measured at round 2
+    assert all(t < 1.0 for d, t in tails(by_step[3]).items() if d != slow[0])

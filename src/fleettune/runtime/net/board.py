@@ -8,6 +8,7 @@ payload; a handler delivers the payload and waits for the driver's reply. Nothin
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -54,7 +55,8 @@ class Member:
     missed_base: dict[str, torch.Tensor] = field(default_factory=dict)
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     busy_s: float = 0.0
-    tail_s: float = 0.0  # measured downlink + backward of its last step: the scheduler's tail
+    tail_s: float = 0.0  # measured backward of its last step: the scheduler's tail
+    upload_s: float = 0.0  # measured duration of its last adapter upload: part of the tail before an aggregation
     loss: float | None = None  # fl: mean loss of its last local training
 
 
@@ -166,8 +168,17 @@ def _note_status(m: Member, status: dict[str, str]) -> None:
             m.memory = m.memory.peak_with(MemoryBreakdown(**{k: int(v) for k, v in memory.items()}))
         m.busy_s = float(status.get("busy_s", m.busy_s))
         if "tail_s" in status:
-            m.tail_s = float(status["tail_s"])
+            m.tail_s = _seconds(status["tail_s"], "tail_s")
+        if "upload_s" in status:
+            m.upload_s = _seconds(status["upload_s"], "upload_s")
         if "loss" in status:
             m.loss = float(status["loss"])
     except (ValueError, TypeError) as exc:
         raise InputError(f"device {m.id}: malformed status fields ({exc})") from None
+
+
+def _seconds(text: str, name: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
+    return value

@@ -107,6 +107,7 @@ class DeviceAgent:
         self.secure = SecureParty(device_id)
         self.busy_s = 0.0
         self.tail_s = 0.0  # the last step's backward: what the server's scheduler takes as this device's tail
+        self.upload_s = 0.0  # the last adapter upload: added to the tail of a step that ends with one
         self.summary = DeviceSummary(0, 0, 0, 0)
 
     def run(self, max_rejoins: int = 20, rejoin_wait_s: float = 1.0) -> DeviceSummary:
@@ -219,8 +220,10 @@ class DeviceAgent:
     def upload(self, instruction: Instruction) -> None:
         assert self.uplink is not None
         client = self._client()
+        started = time.perf_counter()
         payload = self.uplink.send(client.read())
         self.caller.call(ADAPTER, {"round": str(instruction.round)}, payload)
+        self.upload_s = time.perf_counter() - started
         self.uplink.receive(payload)  # delivered: both ends now hold what it carried
         self.summary.uploads += 1
 
@@ -292,7 +295,12 @@ class DeviceAgent:
 
     def _status(self) -> dict[str, str]:
         memory = asdict(self.client.memory()) if self.client is not None else {}
-        status = {"memory": json.dumps(memory), "busy_s": repr(self.busy_s), "tail_s": repr(self.tail_s)}
+        status = {
+            "memory": json.dumps(memory),
+            "busy_s": repr(self.busy_s),
+            "tail_s": repr(self.tail_s),
+            "upload_s": repr(self.upload_s),
+        }
         if isinstance(self.client, LocalLearner):
             status["loss"] = repr(self.client.last_loss)
         return status

@@ -106,8 +106,10 @@ def train_step(
             waiting = [m for m in pending.values() if m.arrived is not None]
             if not waiting:
                 continue
+            # A step that ends with the adapter upload (`then`) must hide it too, as in simulation.
+            tails = {m.id: m.tail_s + (m.upload_s if then is not None else 0.0) for m in waiting}
             chosen = pending.pop(
-                next_job(c.scheduler, [Waiting(m.id, m.arrived_at, c.server_s[m.id], m.tail_s) for m in waiting])
+                next_job(c.scheduler, [Waiting(m.id, m.arrived_at, c.server_s[m.id], tails[m.id]) for m in waiting])
             )
             payload, chosen.arrived = chosen.arrived, None
         assert payload is not None

@@ -20,6 +20,7 @@ class StepPhases:
     switch_s: float  # loading this client's server-side adapter
     downlink_s: float
     backward_s: float
+    after_s: float = 0.0  # the client's adapter upload, when the stretch of work ends with one
 
     @property
     def release_s(self) -> float:
@@ -28,6 +29,12 @@ class StepPhases:
     @property
     def tail_s(self) -> float:
         return self.downlink_s + self.backward_s
+
+    @property
+    def job_tail_s(self) -> float:
+        """What the server's order must hide once it is done with this client: the downlink and backward and,
+        when the step ends with one, the adapter upload (the aggregation waits for the last to arrive)."""
+        return self.tail_s + self.after_s
 
 
 @dataclass
@@ -57,20 +64,22 @@ def _client_events(p: StepPhases, round: int, t0: float, start: float, served: f
 
 
 def one_server_step(phases: Sequence[StepPhases], policy: str, round: int, t0: float) -> Timeline:
-    """Clients compute in parallel; one server serves them one at a time in `policy`'s order."""
-    jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
+    """Clients compute in parallel; one server serves them one at a time in `policy`'s order, chosen on
+    each job's tail with its adapter upload (`job_tail_s`). The step ends with the last backward."""
+    jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.job_tail_s) for p in phases]
     schedule = SCHEDULERS.get(policy)(jobs)
-    timeline = Timeline(end_s=t0 + schedule.makespan_s)
+    timeline = Timeline(end_s=t0)
     for p in phases:
         start = t0 + schedule.start_s[p.client]
         done = t0 + schedule.completion_s[p.client]
         timeline.events += _client_events(p, round, t0, start, start + p.switch_s, done)
+        timeline.end_s = max(timeline.end_s, done + p.tail_s)
     return timeline
 
 
 def shared_processor_step(phases: Sequence[StepPhases], round: int, t0: float) -> Timeline:
     """Clients in parallel; the server's per-client copies share it equally (processor sharing)."""
-    jobs = [Job(p.client, p.release_s, p.server_s, p.tail_s) for p in phases]
+    jobs = [Job(p.client, p.release_s, p.server_s, p.job_tail_s) for p in phases]
     completion = processor_sharing(jobs)
     timeline = Timeline(end_s=t0)
     for p in phases:

@@ -12,8 +12,8 @@ over the whole work).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from fleettune.fleet.cost import uplink_s
 from fleettune.runtime.sim.clock import StepPhases
@@ -46,6 +46,7 @@ class Attendance:
     steps: int
     uploads: bool  # the stretch ends with each device uploading its client-side adapter
     deadline_at: float | None
+    masked: Mapping[str, int] | None = None  # with secure aggregation: each device's masked upload size
     carried: dict[str, float] = field(default_factory=dict)  # disconnects falling in the upload: seconds into it
     prepared: dict[str, Upload] = field(default_factory=dict)
     saved: dict[str, tuple[Snapshot, Snapshot | None]] = field(default_factory=dict)
@@ -111,10 +112,13 @@ def split_step(
     served = serve_all(sent)
     phases = [backward(ctx, s, o) for s, o in zip(sent, served, strict=True)]
     upload_s = {}
-    if att.uploads and step_index == att.steps - 1 and ctx.participation.may_drop:
+    if att.uploads and step_index == att.steps - 1:
+        # The stretch ends with every client's adapter upload: the server's order should hide it too.
         for client in members:
             att.prepared[client.id] = prepare_upload(ctx, client)
-            upload_s[client.id] = uplink_s(client.device, len(att.prepared[client.id][1]))
+            size = len(att.prepared[client.id][1]) if att.masked is None else att.masked[client.id]
+            upload_s[client.id] = uplink_s(client.device, size)
+        phases = [replace(p, after_s=upload_s[p.client]) for p in phases]
     drops = att.drop_positions(step_index, phases, upload_s)
     sizes = {s.client.id: (len(s.payload), len(o.payload)) for s, o in zip(sent, served, strict=True)}
     cut = cut_step(phases, clock, round_index, ctx.now_s, drops, att.deadline_at, sizes)

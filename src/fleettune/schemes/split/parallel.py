@@ -76,7 +76,8 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         aggregating = (round_index + 1) % plan.aggregate_every == 0 or round_index == plan.rounds - 1
         members = [c for c in clients if c.id in online]
         deadline_at = ctx.participation.deadline_at(ctx.now_s)
-        att = Attendance(ctx, turnout, members, plan.local_steps, aggregating, deadline_at)
+        masked = masked_sizes(ctx, [c.id for c in members], current.evaluation) if aggregating else None
+        att = Attendance(ctx, turnout, members, plan.local_steps, aggregating, deadline_at, masked)
         att.save(server)
         stale = [c for c in members if synced[c.id] != version]
         if stale:
@@ -89,7 +90,6 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
         arrived: list[SplitClient] = []
         views: list[AdapterState] = []
         if aggregating:
-            masked = masked_sizes(ctx, [c.id for c in members], current.evaluation)
             arrived, views = upload_parts(
                 ctx, att.active(), round_index, att.prepared, att.carried, deadline_at, masked
             )
