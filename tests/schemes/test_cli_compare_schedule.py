@@ -28,6 +28,57 @@ def test_compare_writes_reports_comparison_and_plots(tiny_model_dir: Path, tiny_
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_compare_reuse_keeps_finished_reports_and_retrains_the_rest(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["compare", "--schemes", "sl,cpsl,mesfl", *_argv(tiny_model_dir, tiny_data_dir), "--out", str(tmp_path)]
+    main(argv)
+    first = {s: (tmp_path / s / "report.json").read_text() for s in ("sl", "cpsl", "mesfl")}
+    # cpsl as if Ctrl-C had stopped it; mesfl as if the compare had ended before it started.
+    stopped = json.loads(first["cpsl"])
+    stopped["stopped"] = "interrupted"
+    (tmp_path / "cpsl" / "report.json").write_text(json.dumps(stopped))
+    (tmp_path / "mesfl" / "report.json").unlink()
+    capsys.readouterr()
+    main([*argv, "--reuse"])
+    err = capsys.readouterr().err
+    assert f"sl: kept the finished report in {tmp_path / 'sl'}" in err
+    assert "cpsl: kept" not in err and "mesfl: kept" not in err
+    assert (tmp_path / "sl" / "report.json").read_text() == first["sl"]  # not trained again
+    for scheme in ("cpsl", "mesfl"):  # trained again: the same numbers, a finished run
+        again = json.loads((tmp_path / scheme / "report.json").read_text())
+        assert again["stopped"] != "interrupted"
+        before = json.loads(first[scheme])["history"]
+        for key in ("train_loss", "accuracy", "sim_time_s"):
+            assert [h[key] for h in again["history"]] == [h[key] for h in before]
+    assert set(json.loads((tmp_path / "comparison.json").read_text())) == {"sl", "cpsl", "mesfl"}
+
+
+def test_compare_reuse_refuses_a_report_of_another_configuration(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["compare", "--schemes", "sl", *_argv(tiny_model_dir, tiny_data_dir), "--out", str(tmp_path)]
+    main(argv)
+    before = (tmp_path / "sl" / "report.json").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # mesfl, listed first, has no report: it must not train either
+        main(["compare", "--schemes", "mesfl,sl", *argv[3:], "--lr", "0.002", "--reuse"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert err == (
+        f"fleettune: error: --reuse: {tmp_path / 'sl'} holds a report of another configuration (differs in lr); "
+        "use another --out or remove that folder"
+    )
+    assert (tmp_path / "sl" / "report.json").read_text() == before
+    assert not (tmp_path / "mesfl").exists()
+
+
+def test_reuse_is_for_compare(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", *_argv(tiny_model_dir, tiny_data_dir), "--reuse", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--reuse belongs to `fleettune compare`" in capsys.readouterr().err
+
+
 def test_compare_needs_schemes(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["compare", *_argv(tiny_model_dir, tiny_data_dir), "--out", str(tmp_path)])

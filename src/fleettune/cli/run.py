@@ -87,6 +87,9 @@ def run(
         bool, Opt("--secure-aggregation", help="Sum the device-held adapters through secure aggregation.")
     ] = False,
     overrides: Annotated[list[str] | None, Opt("--set", help="key=value config override (repeatable).")] = None,
+    reuse: Annotated[
+        bool, Opt("--reuse", help="compare: keep each scheme's finished report in --out made with the same config.")
+    ] = False,
 ) -> None:
     """Train with one scheme and write DIR/report.json. With no options: the embedded default."""
     flags: dict[str, Any] = {
@@ -131,10 +134,12 @@ def run(
         names = [n.strip() for n in (schemes or "").split(",") if n.strip()]
         if not names:
             raise ConfigError("--schemes: expected a comma-separated list such as sl,cpsl,splitfed,mesfl")
-        compare_schemes(names, config, flags, overrides, out)
+        compare_schemes(names, config, flags, overrides, out, reuse)
         return
     if schemes is not None:
         raise ConfigError("--schemes belongs to `fleettune compare`; `run` takes --scheme")
+    if reuse:
+        raise ConfigError("--reuse belongs to `fleettune compare`; a `run` always trains")
     try:
         report = train_one(build_config(config, flags, overrides), out)
     except RunInterrupted as stopped:
@@ -207,12 +212,27 @@ def raise_if_interrupted(report: dict[str, Any], out: Path) -> None:
 
 
 def compare_schemes(
-    names: list[str], config: Path | None, flags: dict[str, Any], overrides: list[str] | None, out: Path
+    names: list[str],
+    config: Path | None,
+    flags: dict[str, Any],
+    overrides: list[str] | None,
+    out: Path,
+    reuse: bool = False,
 ) -> None:
-    """Each scheme on the same model, data, partition, fleet and seed; then comparison.json and plots."""
+    """Each scheme on the same model, data, partition, fleet and seed; then comparison.json and plots. With
+    `reuse`, a scheme whose finished report `out` already holds, made with the same config, is not trained again."""
     configs = {name: build_config(config, {**flags, "scheme": name}, overrides) for name in names}
+    # Every folder is checked before anything trains: a report of another configuration stops the command first.
+    found = {name: finished_report_of(resolved, out / name) for name, resolved in configs.items()} if reuse else {}
     reports: dict[str, dict[str, Any]] = {}
     for name, resolved in configs.items():
+        kept = found.get(name)
+        if kept is not None:
+            Console(stderr=True).print(
+                f"{name}: kept the finished report in {out / name}", highlight=False, soft_wrap=True
+            )
+            reports[name] = kept
+            continue
         try:
             reports[name] = train_one(resolved, out / name)
         except RunInterrupted as stopped:
@@ -235,6 +255,30 @@ def compare_schemes(
         )
     Console().print(table)
     Console().print(f"reports: {out}")
+
+
+def finished_report_of(resolved: RunConfig, folder: Path) -> dict[str, Any] | None:
+    """The report in `folder` when it is of a finished run of `resolved` (None when there is none, or its run was
+    interrupted: it is trained again). A report of another configuration is an error: training again would
+    overwrite it."""
+    report_file, config_file = folder / "report.json", folder / "config.json"
+    if not report_file.exists():
+        return None
+    try:
+        report = json.loads(report_file.read_text())
+        kept = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"--reuse: cannot read the report and config in {folder} ({exc}); remove the folder"
+        ) from None
+    wanted = json.loads(json.dumps(resolved_dict(resolved)))
+    if kept != wanted:
+        keys = sorted(k for k in set(kept) | set(wanted) if kept.get(k) != wanted.get(k))
+        raise ConfigError(
+            f"--reuse: {folder} holds a report of another configuration (differs in {', '.join(keys)}); "
+            "use another --out or remove that folder"
+        )
+    return None if report.get("stopped") == "interrupted" else report
 
 
 def _write_comparison(reports: dict[str, dict[str, Any]], target: float | None, out: Path) -> None:
