@@ -23,7 +23,6 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from fleettune.compression import parse_cut_codec
 from fleettune.config import build_config
 from fleettune.fleet import Fleet, generate_fleet
 from fleettune.messages import CutWire
-from fleettune.models.catalog import load_tokenizer, resolve_model
-from fleettune.models.loading import load_task_model
+from fleettune.models.catalog import resolve_model
+from fleettune.models.loading import task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning import MeasuredCosts, plan_fleet
@@ -159,11 +158,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def _new_model(name: str) -> Callable[[], PreTrainedModel]:
     """A factory of CARER-sized (6-label) task models of catalogue model `name`."""
-    source = resolve_model(name)
-    tokenizer = load_tokenizer(source)
-    return partial(
-        load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
-    )
+    return task_models(resolve_model(name), Task.CLASSIFICATION, num_labels=6)
 
 
 def run_schedulers(real_tokens: int) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ from fleettune.fleet import Fleet, generate_fleet, load_fleet
 from fleettune.fleet.cost import uplink_s
 from fleettune.messages import FP32_PADDED, CutWire
 from fleettune.models.adapters import read_adapter
-from fleettune.models.catalog import load_tokenizer, resolve_model
-from fleettune.models.loading import load_task_model
+from fleettune.models.catalog import resolve_model
+from fleettune.models.loading import task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, client_stage
 from fleettune.planning.step import fleet_step_phases
@@ -65,11 +64,7 @@ def last_upload_s(jobs: list[Job], upload: dict[str, float], policy: str, with_u
 
 
 def price(model: str, fleet: Fleet, wire: CutWire, real_tokens: int | None) -> dict[str, Any]:
-    source = resolve_model(model)
-    tokenizer = load_tokenizer(source)
-    new_model = partial(
-        load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
-    )
+    new_model = task_models(resolve_model(model), Task.CLASSIFICATION, num_labels=6)
     lora = LoraSpec(rank=16)
     fp32 = parse_update_codec("fp32")
     part_bytes = {

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fleettune.fleet import Fleet, generate_fleet, load_fleet
 from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
-from fleettune.models.catalog import load_tokenizer, resolve_model
-from fleettune.models.loading import load_task_model
+from fleettune.models.catalog import resolve_model
+from fleettune.models.loading import task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
@@ -42,11 +41,7 @@ def fleets() -> dict[str, Fleet]:
 
 
 def price(fleet: Fleet, model: str) -> dict[str, Any]:
-    source = resolve_model(model)
-    tokenizer = load_tokenizer(source)
-    new_model = partial(
-        load_task_model, source.path, Task.CLASSIFICATION, num_labels=6, pad_token_id=tokenizer.pad_token_id, seed=0
-    )
+    new_model = task_models(resolve_model(model), Task.CLASSIFICATION, num_labels=6)
     lora = LoraSpec(rank=16)
     num_layers = int(new_model().config.num_hidden_layers)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)

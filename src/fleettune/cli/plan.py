@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +14,8 @@ from fleettune.config import RunConfig, build_config
 from fleettune.errors import ConfigError
 from fleettune.fleet import Fleet, load_fleet
 from fleettune.fleet.feasibility import GIB
-from fleettune.models.catalog import load_tokenizer, resolve_model
-from fleettune.models.loading import load_task_model
+from fleettune.models.catalog import resolve_model
+from fleettune.models.loading import task_models
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
@@ -66,15 +65,7 @@ def plan(
     if checked.clients is not None:
         devices = devices.resized(checked.clients)
     source = resolve_model(checked.model)
-    tokenizer = load_tokenizer(source)
-    new_model = partial(
-        load_task_model,
-        source.path,
-        Task.CLASSIFICATION,
-        num_labels=NUM_LABELS,
-        pad_token_id=tokenizer.pad_token_id,
-        seed=checked.seed,
-    )
+    new_model = task_models(source, Task.CLASSIFICATION, NUM_LABELS, checked.seed)
     lora = lora_spec(checked)
     switch_s = None if checked.switch_ms is None else checked.switch_ms / 1000
     planned = plan_for_run(

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from fleettune.config import RunConfig, build_config, resolved_dict
 from fleettune.errors import ConfigError, RunInterrupted
-from fleettune.report import build_report, write_report
+from fleettune.report import build_report, finished_report, write_report
 from fleettune.report.adapter_file import save_adapter
 from fleettune.report.comparison import comparison
 from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
@@ -261,12 +261,11 @@ def finished_report_of(resolved: RunConfig, folder: Path) -> dict[str, Any] | No
     """The report in `folder` when it is of a finished run of `resolved` (None when there is none, or its run was
     interrupted: it is trained again). A report of another configuration is an error: training again would
     overwrite it."""
-    report_file, config_file = folder / "report.json", folder / "config.json"
-    if not report_file.exists():
+    if not (folder / "report.json").exists():
         return None
     try:
-        report = json.loads(report_file.read_text())
-        kept = json.loads(config_file.read_text())
+        report = finished_report(folder / "report.json")
+        kept = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"--reuse: cannot read the report and config in {folder} ({exc}); remove the folder"
@@ -278,7 +277,7 @@ def finished_report_of(resolved: RunConfig, folder: Path) -> dict[str, Any] | No
             f"--reuse: {folder} holds a report of another configuration (differs in {', '.join(keys)}); "
             "use another --out or remove that folder"
         )
-    return None if report.get("stopped") == "interrupted" else report
+    return report
 
 
 def _write_comparison(reports: dict[str, dict[str, Any]], target: float | None, out: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 import typer
@@ -13,8 +12,8 @@ from fleettune.config import build_config
 from fleettune.errors import ConfigError
 from fleettune.fleet import load_fleet
 from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
-from fleettune.models.catalog import load_tokenizer, resolve_model
-from fleettune.models.loading import load_task_model
+from fleettune.models.catalog import resolve_model
+from fleettune.models.loading import task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
@@ -38,10 +37,7 @@ def schedule(
         if name not in SCHEDULERS:
             raise ConfigError(f"policy: unknown policy {name!r}; expected all or one of: {', '.join(SCHEDULERS)}")
     source = resolve_model(model)
-    tokenizer = load_tokenizer(source)
-    new_model = partial(
-        load_task_model, source.path, Task.CLASSIFICATION, num_labels=2, pad_token_id=tokenizer.pad_token_id, seed=0
-    )
+    new_model = task_models(source, Task.CLASSIFICATION, num_labels=2)
     lora = LoraSpec(rank=checked.lora.rank)
     num_layers = int(new_model().config.num_hidden_layers)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)

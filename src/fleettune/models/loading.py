@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -10,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from transformers.utils import logging as hf_logging
 
 from fleettune.errors import ModelError
+from fleettune.models.catalog import ModelSource, load_tokenizer
 from fleettune.models.stages import Task
 
 
@@ -47,3 +50,13 @@ def load_task_model(
         hf_logging.set_verbosity(previous)
     model.eval()
     return model
+
+
+def task_models(
+    source: ModelSource, task: Task, num_labels: int | None, seed: int = 0
+) -> Callable[[], PreTrainedModel]:
+    """A factory of fresh task models of the resolved model `source`, with its tokenizer's pad id."""
+    tokenizer = load_tokenizer(source)
+    return partial(
+        load_task_model, source.path, task, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, seed=seed
+    )
