@@ -25,7 +25,7 @@ from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
-from fleettune.planning import Plan, plan_for_run
+from fleettune.planning import Cadence, Plan, plan_for_run
 from fleettune.privacy.accounting import calibrate_noise
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.leakage.report import run_assessed
@@ -42,6 +42,7 @@ from fleettune.training import LocalOptimizer
 DEFAULT_FL_ROUNDS = 20
 FL_LOCAL_STEPS = 10
 SPLIT_SCHEMES = ("sl", "cpsl", "splitfed", "mesfl")
+AGGREGATING_SPLIT_SCHEMES = ("splitfed", "mesfl")
 MIXED_RANK_SCHEMES = ("splitfed", "mesfl")  # schemes whose clients may train adapters of different ranks
 SAFEGUARD_SCHEMES = ("fl", "splitfed", "mesfl")  # schemes that aggregate through the aggregation policy
 ATTACK_STREAM = 5  # the run's RNG stream choosing malicious clients
@@ -181,6 +182,8 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
             config.scheduler,
             switch_s,
             local=local_opt,
+            cadence=planned_cadence(config),
+            updates=parse_update_codec(config.compression.updates),
         ).plan
         fleet = planned.apply(fleet)
     ranks = _client_ranks(config, fleet)
@@ -451,6 +454,14 @@ def cut_wire(config: RunConfig) -> CutWire:
         parse_cut_codec(settings.gradients, "compression.gradients"),
         settings.unpad,
     )
+
+
+def planned_cadence(config: RunConfig) -> Cadence | None:
+    """How the planner should count the run's rounds: `mesfl` and `splitfed` send every device's adapter
+    part up and back every `aggregate_every` rounds; for the other schemes it plans a plain step."""
+    if config.scheme not in AGGREGATING_SPLIT_SCHEMES:
+        return None
+    return Cadence(config.aggregate_every, config.local_steps or 1)
 
 
 def execute(prepared: PreparedRun) -> SchemeResult:

@@ -35,16 +35,21 @@ class TableCosts:
 
 
 def layered(
-    layers: int, layer_gflop: float, payload_mib: float | Sequence[float], memory: Callable[[int, int], int]
+    layers: int,
+    layer_gflop: float,
+    payload_mib: float | Sequence[float],
+    memory: Callable[[int, int], int],
+    adapter_mib: float = 0.0,
 ) -> TableCosts:
     """A model of `layers` equal layers: each costs `layer_gflop` forward and twice that backward; the
-    cut tensor is `payload_mib` each way (one value, or one per cut)."""
+    cut tensor is `payload_mib` each way (one value, or one per cut); the client's adapter part is
+    `adapter_mib` per client layer."""
     table = {}
     for cut in range(1, layers):
         mib = payload_mib if isinstance(payload_mib, (int, float)) else payload_mib[cut - 1]
         client = StageFlops(int(cut * layer_gflop * GFLOP), int(2 * cut * layer_gflop * GFLOP))
         server = StageFlops(int((layers - cut) * layer_gflop * GFLOP), int(2 * (layers - cut) * layer_gflop * GFLOP))
-        table[cut] = CutCost(client, server, int(mib * MIB), int(mib * MIB))
+        table[cut] = CutCost(client, server, int(mib * MIB), int(mib * MIB), int(cut * adapter_mib * MIB))
     return TableCosts(table, memory)
 
 
@@ -64,12 +69,14 @@ def fleet(devices: Sequence[Device], server_tflops: float) -> Fleet:
 
 
 def random_instance(seed: int, n_devices: int, layers: int = 4) -> tuple[Fleet, TableCosts]:
-    """Devices with random speed, link and memory; a model whose cut tensor size varies by cut."""
+    """Devices with random speed, link and memory; a model whose cut tensor size varies by cut, and whose adapter
+    part grows with the cut."""
     rng = random.Random(seed)
     devices = [
         device(f"d{i}", rng.uniform(0.05, 2.0), rng.choice([2.5, 3.5, 64.0]), rng.uniform(20.0, 400.0))
         for i in range(n_devices)
     ]
     payloads = [rng.uniform(0.2, 3.0) for _ in range(layers - 1)]
-    costs = layered(layers, rng.uniform(0.5, 4.0), payloads, gib_per_layer)
+    layer_gflop = rng.uniform(0.5, 4.0)
+    costs = layered(layers, layer_gflop, payloads, gib_per_layer, adapter_mib=rng.uniform(0.05, 1.0))
     return fleet(devices, rng.uniform(1.0, 20.0)), costs

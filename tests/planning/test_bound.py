@@ -7,8 +7,10 @@ import itertools
 import pytest
 
 from fleettune.planning.bound import makespan_lower_bound
+from fleettune.planning.costs import Option
 from fleettune.planning.plan import RANK_CANDIDATES, device_options
-from fleettune.planning.search import Option, StepScorer
+from fleettune.planning.rounds import Cadence, round_lower_bound
+from fleettune.planning.search import PlanScorer
 from fleettune.runtime.sim.clock import StepPhases
 from tests.planning.tables import random_instance
 
@@ -34,21 +36,24 @@ def test_a_device_that_can_leave_a_window_does_not_bind_it() -> None:
     (served 3..4 and 4..5, tails of 3). The bound is 7, the deep path: in every window that would ask for
     more, each device has a fitting option outside it, so no window binds every plan."""
     options = [[_option(1, 4, 1, d), _option(3, 1, 3, d)] for d in ("a", "b")]
-    scorer = StepScorer(options, "optimal")
+    scorer = PlanScorer(options, "optimal")
     assert [scorer(a)[0] for a in [(0, 0), (0, 1), (1, 1)]] == pytest.approx([10.0, 9.0, 8.0])
     assert makespan_lower_bound(options) == pytest.approx(7.0)
 
 
-@pytest.mark.parametrize("policy", ["schrage", "optimal"])
-def test_never_above_the_best_plan(policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "cadence"),
+    [("schrage", None), ("optimal", None), ("schrage", Cadence(1)), ("optimal", Cadence(3, local_steps=2))],
+)
+def test_never_above_the_best_plan(policy: str, cadence: Cadence | None) -> None:
     tight = 0
     for seed in range(60):
         fleet, costs = random_instance(seed, 4, layers=4)
         options = [device_options(d, costs, fleet.server, 16, RANK_CANDIDATES, 0.0) for d in fleet.devices]
-        scorer = StepScorer(options, policy)
+        scorer = PlanScorer(options, policy, cadence)
         every = itertools.product(*(range(len(o)) for o in options))
         optimum = min(scorer(a)[0] for a in every)
-        bound = makespan_lower_bound(options)
+        bound = round_lower_bound(options, cadence)
         assert bound <= optimum * (1 + 1e-9), f"seed {seed}"
         tight += bound >= optimum * (1 - 1e-9)
     assert tight > 0  # it is not vacuous: on some instances it is the optimum itself

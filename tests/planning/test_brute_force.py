@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 
-from fleettune.planning import Plan, StepScorer, plan_fleet
+from fleettune.planning import Cadence, Plan, PlanScorer, plan_fleet
 from fleettune.planning.plan import RANK_CANDIDATES, device_options
 from fleettune.planning.search import PAIR_LIMIT, RELATIVE_GAIN, pair_changes
 from tests.planning.tables import random_instance
@@ -24,11 +24,11 @@ MAY_MISS = 0.01
 INSTANCES = 150
 
 
-def _scorer(seed: int, n_devices: int, policy: str) -> tuple[Plan, StepScorer]:
+def _scorer(seed: int, n_devices: int, policy: str, cadence: Cadence | None = None) -> tuple[Plan, PlanScorer]:
     fleet, costs = random_instance(seed, n_devices, layers=4)
-    plan = plan_fleet(fleet, costs, run_rank=16, policy=policy)
+    plan = plan_fleet(fleet, costs, run_rank=16, policy=policy, cadence=cadence)
     options = [device_options(d, costs, fleet.server, 16, RANK_CANDIDATES, 0.0) for d in fleet.devices]
-    return plan, StepScorer(options, policy)
+    return plan, PlanScorer(options, policy, cadence)
 
 
 @pytest.mark.parametrize("policy", ["fifo", "schrage", "optimal"])
@@ -41,6 +41,18 @@ def test_within_tolerance_of_the_brute_force_optimum(policy: str, n_devices: int
         optimum = min(scorer(assignment)[0] for assignment in every)
         assert plan.makespan_s <= optimum * (1 + TOLERANCE), f"seed {seed}"
         missed += plan.makespan_s > optimum * (1 + RELATIVE_GAIN)
+    assert missed <= MAY_MISS * INSTANCES
+
+
+@pytest.mark.parametrize("cadence", [Cadence(1), Cadence(3), Cadence(2, local_steps=2)])
+def test_rounds_with_aggregations_within_tolerance_of_the_brute_force_optimum(cadence: Cadence) -> None:
+    missed = 0
+    for seed in range(INSTANCES):
+        plan, scorer = _scorer(seed, 4, "schrage", cadence)
+        every = itertools.product(*(range(len(options)) for options in scorer.options))
+        optimum = min(scorer(assignment)[0] for assignment in every)
+        assert plan.round_s <= optimum * (1 + TOLERANCE), f"seed {seed}"
+        missed += plan.round_s > optimum * (1 + RELATIVE_GAIN)
     assert missed <= MAY_MISS * INSTANCES
 
 
@@ -61,4 +73,4 @@ def test_large_fleets_skip_two_device_changes() -> None:
     options = [device_options(d, costs, fleet.server, 16, RANK_CANDIDATES, 0.0) for d in fleet.devices]
     assert pair_changes(options) > PAIR_LIMIT
     plan = plan_fleet(fleet, costs, run_rank=16)
-    assert plan.uniform_makespan_s is not None and plan.makespan_s < plan.uniform_makespan_s
+    assert plan.uniform_round_s is not None and plan.makespan_s < plan.uniform_round_s

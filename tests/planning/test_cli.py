@@ -78,7 +78,8 @@ def test_plan_prints_a_table_and_writes_json(
     out = tmp_path / "plans" / "plan.json"
     code, stdout, _ = _run(_argv(fleet_file, tiny_model_dir, "--json", str(out)), capsys)
     assert code == 0
-    assert "planned makespan (schrage)" in stdout and "best uniform cut" in stdout and "(lower bound)" in stdout
+    assert "planned round (schrage, adapters averaged every round)" in stdout
+    assert "best uniform cut" in stdout and "(lower bound)" in stdout and "adapter up/down (ms)" in stdout
     assert all(name in stdout for name in ("fast", "own-rank", "slow"))
     plan = json.loads(out.read_text())
     assert plan["layers"] == 4 and plan["policy"] == "schrage" and plan["switch_s"] == 0.0
@@ -88,9 +89,13 @@ def test_plan_prints_a_table_and_writes_json(
     assert all(d["memory_bytes"] <= d["memory_budget_bytes"] for d in devices.values())
     assert devices["fast"]["lora_rank"] == 8  # "auto": the largest candidate, as 1 GiB holds it
     assert devices["own-rank"]["lora_rank"] == 4 and devices["slow"]["lora_rank"] == 4
-    assert plan["makespan_s"] <= plan["uniform_makespan_s"] and plan["makespan_s"] <= plan["written_makespan_s"]
-    assert plan["ratio_to_uniform"] == pytest.approx(plan["makespan_s"] / plan["uniform_makespan_s"])
-    assert 0 < plan["lower_bound_s"] <= plan["makespan_s"]
+    assert plan["aggregate_every"] == 1 and plan["local_steps"] == 1 and plan["scheme"] == "mesfl"
+    assert plan["round_s"] <= plan["uniform_round_s"] and plan["round_s"] <= plan["written_round_s"]
+    assert plan["ratio_to_uniform"] == pytest.approx(plan["round_s"] / plan["uniform_round_s"])
+    assert 0 < plan["lower_bound_s"] <= plan["round_s"]
+    # every round aggregates: the step plus the adapter parts' round trip
+    assert plan["round_s"] == pytest.approx(plan["aggregating_s"]) and plan["aggregating_s"] > plan["makespan_s"]
+    assert all(d["adapter_bytes"] > 0 and d["adapter_upload_s"] > 0 for d in devices.values())
 
 
 def test_a_compressed_cut_shrinks_the_planned_uplink(
@@ -105,6 +110,24 @@ def test_a_compressed_cut_shrinks_the_planned_uplink(
     assert all(b["up_bytes"] < a["up_bytes"] / 2 for a, b in zip(fp32["devices"], int8["devices"], strict=True))
 
 
+def test_rarer_aggregations_and_the_schemes_that_hand_one_adapter_on(
+    fleet_file: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every fourth round, a plan's round is three plain steps and the aggregating one, over four; `sl` plans
+    one plain step."""
+    rare, handed = tmp_path / "rare.json", tmp_path / "sl.json"
+    code, stdout, _ = _run(_argv(fleet_file, tiny_model_dir, "--aggregate-every", "4", "--json", str(rare)), capsys)
+    assert code == 0 and "adapters averaged every 4 rounds" in stdout
+    plan = json.loads(rare.read_text())
+    assert plan["aggregate_every"] == 4
+    assert plan["round_s"] == pytest.approx((3 * plan["makespan_s"] + plan["aggregating_s"]) / 4, rel=1e-12)
+    code, stdout, _ = _run(_argv(fleet_file, tiny_model_dir, "--set", "scheme=sl", "--json", str(handed)), capsys)
+    assert code == 0 and "planned round (schrage), one step" in stdout and "adapter up/down" not in stdout
+    plan = json.loads(handed.read_text())
+    assert plan["aggregate_every"] is None and plan["aggregating_s"] is None
+    assert plan["round_s"] == plan["makespan_s"]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -114,6 +137,7 @@ def test_a_compressed_cut_shrinks_the_planned_uplink(
         ({"--ranks": "4,eight"}, "--ranks"),
         ({"--ranks": "0,4"}, "rank candidates"),
         ({"--real-tokens": "9"}, "--real-tokens"),
+        ({"--aggregate-every": "0"}, "aggregate_every"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

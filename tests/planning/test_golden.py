@@ -21,9 +21,9 @@ def test_a_loaded_server_sends_fast_devices_deeper() -> None:
     cuts = [d.cut for d in plan.devices]
     assert sorted(cuts[:4]) == [1, 3, 3, 3] and cuts[4:] == [1, 1, 1, 1]  # the fast devices are alike
     assert plan.makespan_s == pytest.approx(0.069927712)
-    assert plan.uniform_cut == 1 and plan.uniform_makespan_s is not None
-    assert plan.makespan_s < 0.9 * plan.uniform_makespan_s
-    assert plan.ratio_to_uniform == pytest.approx(plan.makespan_s / plan.uniform_makespan_s)
+    assert plan.uniform_cut == 1 and plan.uniform_round_s is not None
+    assert plan.makespan_s < 0.9 * plan.uniform_round_s
+    assert plan.ratio_to_uniform == pytest.approx(plan.makespan_s / plan.uniform_round_s)
 
 
 def test_a_light_load_keeps_every_device_at_its_own_best_cut() -> None:
@@ -31,7 +31,7 @@ def test_a_light_load_keeps_every_device_at_its_own_best_cut() -> None:
     costs = layered(4, 1.0, 0.1, gib_per_layer)
     plan = plan_fleet(fleet([device("only", 0.5, mbps=1000.0)], 50.0), costs, run_rank=16)
     assert [d.cut for d in plan.devices] == [1]
-    assert plan.makespan_s == plan.uniform_makespan_s
+    assert plan.makespan_s == plan.uniform_round_s
 
 
 def test_memory_forbids_a_cut_that_would_be_faster() -> None:
@@ -54,7 +54,7 @@ def test_no_uniform_cut_when_the_devices_share_none() -> None:
     devices = [device("shallow", 1.0, memory_gib=1.0, rank=4), device("deep", 1.0, memory_gib=1.0, rank=32)]
     plan = plan_fleet(fleet(devices, 1.0), layered(4, 1.0, 0.1, memory), run_rank=16)
     assert [(d.cut, d.rank) for d in plan.devices] == [(1, 4), (3, 32)]
-    assert plan.uniform_cut is None and plan.uniform_makespan_s is None and plan.ratio_to_uniform is None
+    assert plan.uniform_cut is None and plan.uniform_round_s is None and plan.ratio_to_uniform is None
 
 
 def test_a_device_that_fits_no_cut_is_named() -> None:
@@ -73,10 +73,10 @@ def test_never_worse_than_the_best_uniform_cut_or_the_fleet_files_cuts(policy: s
     for seed in range(40):
         instance, costs = random_instance(seed, 6)
         plan = plan_fleet(instance, costs, run_rank=16, policy=policy)
-        assert plan.uniform_makespan_s is not None  # cut 1 always fits these devices
-        assert plan.makespan_s <= plan.uniform_makespan_s
+        assert plan.uniform_round_s is not None  # cut 1 always fits these devices
+        assert plan.makespan_s <= plan.uniform_round_s
         # Every device's entry says "auto": the deepest cut that fits.
-        assert plan.written_makespan_s is not None and plan.makespan_s <= plan.written_makespan_s
+        assert plan.written_round_s is not None and plan.makespan_s <= plan.written_round_s
 
 
 def test_the_plan_is_deterministic() -> None:

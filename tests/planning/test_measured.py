@@ -6,10 +6,12 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from fleettune.compression import parse_cut_codec
+from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.fleet import load_fleet
 from fleettune.messages import FP32_PADDED, CutWire
+from fleettune.models.adapters import read_adapter
 from fleettune.models.lora import LoraSpec
+from fleettune.models.stages import split_model
 from fleettune.planning import MeasuredCosts, plan_fleet, price_step
 from fleettune.planning.step import fleet_step_phases
 from tests.models.tiny import tiny_model
@@ -77,5 +79,17 @@ def test_a_plan_on_measured_costs_matches_its_priced_phases(costs: MeasuredCosts
     for device, planned in zip(fleet.devices, plan.devices, strict=True):
         assert planned.phases == price_step(device, costs.cost(planned.cut, 4), fleet.server, 1e-4)
         assert planned.memory_bytes == costs.memory_bytes(planned.cut, 4)
-    assert plan.uniform_makespan_s is not None and plan.written_makespan_s is not None
-    assert plan.makespan_s <= min(plan.uniform_makespan_s, plan.written_makespan_s)
+    assert plan.uniform_round_s is not None and plan.written_round_s is not None
+    assert plan.makespan_s <= min(plan.uniform_round_s, plan.written_round_s)
+
+
+def test_the_adapter_part_is_measured_as_an_aggregation_sends_it(costs: MeasuredCosts) -> None:
+    sizes = [costs.cost(cut, 4).adapter_bytes for cut in costs.cuts]
+    assert sizes == sorted(set(sizes))  # one more layer's LoRA factors per cut
+    assert costs.cost(2, 8).adapter_bytes > costs.cost(2, 4).adapter_bytes
+    _, task = tiny_model("bert")
+    client, _ = split_model(_bert(), 2, LoraSpec(rank=4, dropout=0.0), task)
+    values = sum(t.numel() for t in read_adapter(client.peft).values())
+    assert 4 * values < costs.cost(2, 4).adapter_bytes < 4 * values + 2048  # fp32 values and a header
+    int8 = MeasuredCosts(_bert, LoraSpec(rank=4, dropout=0.0), task, 2, 8, updates=parse_update_codec("int8"))
+    assert int8.cost(2, 4).adapter_bytes < costs.cost(2, 4).adapter_bytes / 2

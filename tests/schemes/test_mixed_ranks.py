@@ -8,6 +8,8 @@ import pytest
 
 from fleettune.cli.main import main
 from fleettune.errors import ConfigError
+from fleettune.runtime.events import Activity
+from fleettune.schemes.base import SchemeResult
 from tests.schemes.conftest import RunScheme
 
 COMMON = {"rounds": 3, "eval_every": 1}
@@ -63,6 +65,24 @@ def test_mixed_ranks_change_the_client_stage_sizes(run_scheme: RunScheme, tmp_pa
     trainable = {c: m.trainable for c, m in mixed.client_memory.items()}
     assert trainable["d0"] < same.client_memory["d0"].trainable < trainable["d2"]
     assert trainable["d1"] == same.client_memory["d1"].trainable
+
+
+def test_each_clients_compute_is_counted_at_its_own_rank(run_scheme: RunScheme, tmp_path: Path) -> None:
+    """Three devices alike at one cut: a larger rank costs more FLOPs on both sides of the cut, and the clock
+    counts each client's (before, the first client counted stood for every client at its cut)."""
+    padded = {**COMMON, "padding": "max_length"}  # every batch the same shape
+    mixed = run_scheme("mesfl", **padded, fleet=_fleet(tmp_path, (2, 4, 8), cuts=(2, 2, 2)))
+    same = run_scheme("mesfl", **padded, fleet=_fleet(tmp_path, (8, 8, 8), cuts=(2, 2, 2)))
+
+    def seconds(result: SchemeResult, activity: Activity) -> dict[str, float]:
+        return {
+            e.client or e.party: e.end_s - e.start_s for e in result.events if e.round == 0 and e.activity == activity
+        }
+
+    for activity in (Activity.CLIENT_FORWARD, Activity.CLIENT_BACKWARD, Activity.SERVER_COMPUTE):
+        ranked = seconds(mixed, activity)
+        assert ranked["d0"] < ranked["d1"] < ranked["d2"], activity
+        assert ranked["d2"] == seconds(same, activity)["d0"], activity
 
 
 @pytest.mark.parametrize("scheme", ["sl", "cpsl", "fl"])

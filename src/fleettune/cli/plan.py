@@ -1,4 +1,4 @@
-"""`fleettune plan`: each device's cut layer (and LoRA rank where asked) for the shortest training step."""
+"""`fleettune plan`: each device's cut layer (and LoRA rank where asked) for the fewest seconds per round."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fleettune.compression.specs import parse_update_codec
 from fleettune.config import RunConfig, build_config
 from fleettune.errors import ConfigError
 from fleettune.fleet import Fleet, load_fleet
@@ -19,7 +20,7 @@ from fleettune.models.loading import task_models
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
-from fleettune.runner import cut_wire, local_optimizer, lora_spec
+from fleettune.runner import cut_wire, local_optimizer, lora_spec, planned_cadence
 from fleettune.scheduling import SCHEDULERS
 
 Opt = typer.Option
@@ -39,6 +40,10 @@ def plan(
     lora_rank: Annotated[
         int | None, Opt("--lora-rank", help="The run's rank, for devices without their own (default 16).")
     ] = None,
+    aggregate_every: Annotated[
+        int | None,
+        Opt("--aggregate-every", help="Rounds between the aggregations planned for (default 1)."),
+    ] = None,
     ranks: Annotated[str, Opt(help='Candidate ranks for lora_rank = "auto" devices, comma-separated.')] = DEFAULT_RANKS,
     real_tokens: Annotated[
         int | None, Opt("--real-tokens", help="Real (unpadded) tokens per sequence; default: all.")
@@ -46,7 +51,7 @@ def plan(
     overrides: Annotated[list[str] | None, Opt("--set", help="key=value config override (repeatable).")] = None,
     json_out: Annotated[Path | None, Opt("--json", help="Write the plan to this JSON file.")] = None,
 ) -> None:
-    """Choose each device's cut to minimise one training step's makespan; compare with the best uniform cut."""
+    """Choose each device's cut for the fewest seconds per round; compare with the best uniform cut."""
     flags = {
         "fleet": fleet,
         "model": model,
@@ -54,6 +59,7 @@ def plan(
         "batch_size": batch_size,
         "max_length": max_length,
         "lora.rank": lora_rank,
+        "aggregate_every": aggregate_every,
     }
     checked = build_config(flags=flags, overrides=overrides)
     if checked.scheduler not in SCHEDULERS:
@@ -81,6 +87,8 @@ def plan(
         candidates,
         real_tokens,
         local_optimizer(checked),
+        planned_cadence(checked),
+        parse_update_codec(checked.compression.updates),
     )
     result = planned.plan
     _print(result, devices, source.name, checked)
@@ -94,6 +102,7 @@ def plan(
             "real_tokens": real_tokens,
             "lora_rank": lora.rank,
             "rank_candidates": list(candidates),
+            "scheme": checked.scheme,
             "compression": checked.compression.model_dump(mode="json"),
             "switch_s": planned.switch_s,
             **result.to_dict(),
@@ -113,15 +122,18 @@ def _parse_ranks(text: str) -> list[int]:
 def _print(result: Plan, fleet: Fleet, model: str, config: RunConfig) -> None:
     console = Console()
     if not console.is_terminal:  # logs and pipes: the full table rather than one cut to 80 columns
-        console = Console(width=140)
-    title = f"{fleet.name} on {model}: one step, batch {config.batch_size} x {config.max_length} tokens"
+        console = Console(width=160)
+    title = f"{fleet.name} on {model}: batch {config.batch_size} x {config.max_length} tokens"
     table = Table(title=title)
-    columns = ("device", "kind", "memory (GiB)", "cut", "rank", "needs (MiB)", "release (ms)", "processing (ms)")
-    for column in (*columns, "tail (ms)"):
+    columns = ["device", "kind", "memory (GiB)", "cut", "rank", "needs (MiB)", "release (ms)", "processing (ms)"]
+    columns.append("tail (ms)")
+    if result.cadence is not None:
+        columns.append("adapter up/down (ms)")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("device", "kind") else "right")
     for device in result.devices:
         phases = device.phases
-        table.add_row(
+        row = [
             device.device,
             device.kind,
             f"{device.budget_bytes / GIB:.2f}",
@@ -131,17 +143,33 @@ def _print(result: Plan, fleet: Fleet, model: str, config: RunConfig) -> None:
             f"{phases.release_s * 1e3:.1f}",
             f"{(phases.switch_s + phases.server_s) * 1e3:.1f}",
             f"{phases.tail_s * 1e3:.1f}",
-        )
+        ]
+        if result.cadence is not None:
+            row.append(f"{device.option.upload_s * 1e3:.1f} / {device.option.download_s * 1e3:.1f}")
+        table.add_row(*row)
     console.print(table)
-    console.print(f"planned makespan ({result.policy}): {result.makespan_s * 1e3:.2f} ms")
-    if result.uniform_cut is None or result.uniform_makespan_s is None:
+    console.print(_planned_line(result))
+    if result.uniform_cut is None or result.uniform_round_s is None:
         console.print("best uniform cut: none (no cut fits every device)")
     else:
         ratio = result.ratio_to_uniform
         shown = "" if ratio is None else f"; planned / uniform = {ratio:.4f}"
-        console.print(
-            f"best uniform cut: {result.uniform_cut}, makespan {result.uniform_makespan_s * 1e3:.2f} ms{shown}"
-        )
-    if result.written_makespan_s is not None:
-        console.print(f"the fleet file's own cuts: makespan {result.written_makespan_s * 1e3:.2f} ms")
-    console.print(f"no plan's makespan, under any policy, is below {result.lower_bound_s * 1e3:.2f} ms (lower bound)")
+        console.print(f"best uniform cut: {result.uniform_cut}, {result.uniform_round_s * 1e3:.2f} ms a round{shown}")
+    if result.written_round_s is not None:
+        console.print(f"the fleet file's own cuts: {result.written_round_s * 1e3:.2f} ms a round")
+    console.print(
+        f"no plan's round, under any policy, is shorter than {result.lower_bound_s * 1e3:.2f} ms (lower bound)"
+    )
+
+
+def _planned_line(result: Plan) -> str:
+    cadence = result.cadence
+    if cadence is None or result.aggregating_s is None:
+        return f"planned round ({result.policy}), one step: {result.makespan_s * 1e3:.2f} ms"
+    every = "every round" if cadence.aggregate_every == 1 else f"every {cadence.aggregate_every} rounds"
+    steps = "" if cadence.local_steps == 1 else f", {cadence.local_steps} steps a round"
+    return (
+        f"planned round ({result.policy}, adapters averaged {every}{steps}): {result.round_s * 1e3:.2f} ms; "
+        f"a plain step {result.makespan_s * 1e3:.2f} ms, the step with the adapters' round trip "
+        f"{result.aggregating_s * 1e3:.2f} ms"
+    )

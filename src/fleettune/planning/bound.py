@@ -23,20 +23,19 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fleettune.planning.costs import server_job
-from fleettune.planning.search import Option
+from fleettune.planning.costs import Option, plain_job
 from fleettune.scheduling import Job
 
 
-def makespan_lower_bound(options: Sequence[Sequence[Option]]) -> float:
+def makespan_lower_bound(options: Sequence[Sequence[Option]], job_of: Callable[[Option], Job] = plain_job) -> float:
     """No assignment of `options` (per device, its possible options) has a step shorter than this, whatever the
-    server's policy. 0 for an empty fleet."""
+    server's policy; each option's server job is `job_of(option)`. 0 for an empty fleet."""
     if not options:
         return 0.0
     if any(not device for device in options):
         raise ValueError("every device needs at least one option")
     width = max(len(device) for device in options)
-    jobs = [[server_job(o.phases) for o in device] for device in options]
+    jobs = [[job_of(o) for o in device] for device in options]
     release = _table(jobs, width, lambda j: j.release_s)
     processing = _table(jobs, width, lambda j: j.processing_s)
     tail = _table(jobs, width, lambda j: j.tail_s)

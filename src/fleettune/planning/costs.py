@@ -18,13 +18,15 @@ class CutCost:
     """One step at one cut and LoRA rank, before any hardware or link prices it.
 
     `client` and `server` are the FLOPs of each stage for one batch; `up_bytes` and `down_bytes` the
-    encoded payloads of the cut activations and of their gradient.
+    encoded payloads of the cut activations and of their gradient; `adapter_bytes` the encoded payload of
+    the client-side adapter part (what goes up, and comes back averaged, at each aggregation).
     """
 
     client: StageFlops
     server: StageFlops
     up_bytes: int
     down_bytes: int
+    adapter_bytes: int = 0
 
 
 class CutCosts(Protocol):
@@ -58,7 +60,35 @@ def price_step(device: Device, cost: CutCost, server: Hardware, switch_s: float 
     )
 
 
+@dataclass(frozen=True)
+class Option:
+    """One way to run a device: its cut, LoRA rank, client memory, step costs and priced phases, and the
+    seconds its adapter part takes up and back down at an aggregation."""
+
+    cut: int
+    rank: int
+    memory_bytes: int
+    cost: CutCost
+    phases: StepPhases
+    upload_s: float = 0.0
+    download_s: float = 0.0
+
+
+def price_option(
+    device: Device, cut: int, rank: int, memory_bytes: int, cost: CutCost, server: Hardware, switch_s: float
+) -> Option:
+    """`device` at (cut, rank): its step priced by `price_step`, its adapter part's round trip by its links."""
+    phases = price_step(device, cost, server, switch_s)
+    up, down = uplink_s(device, cost.adapter_bytes), downlink_s(device, cost.adapter_bytes)
+    return Option(cut, rank, memory_bytes, cost, phases, up, down)
+
+
 def server_job(phases: StepPhases) -> Job:
     """The device's turn at the server: released after forward and uplink, served for the adapter
     switch and the server's compute, done a tail (downlink and backward) later."""
     return Job(phases.client, phases.release_s, phases.switch_s + phases.server_s, phases.tail_s)
+
+
+def plain_job(option: Option) -> Job:
+    """The device's turn at the server in a step that ends without an aggregation."""
+    return server_job(option.phases)

@@ -9,10 +9,14 @@ from dataclasses import replace
 import torch
 from transformers import PreTrainedModel
 
+from fleettune.compression.base import Codec
+from fleettune.compression.link import UpdateLink
+from fleettune.compression.specs import parse_update_codec
 from fleettune.errors import ModelError
 from fleettune.fleet.feasibility import ClientMemoryModel
 from fleettune.fleet.flops import measure_split_flops
 from fleettune.messages import FP32_PADDED, CutActivations, CutGradients, CutWire
+from fleettune.models.adapters import read_adapter
 from fleettune.models.lora import LoraSpec
 from fleettune.models.shared_server import SharedServer
 from fleettune.models.stages import Task, check_cut, split_model
@@ -38,7 +42,9 @@ class MeasuredCosts:
 
     FLOPs come from one counted split step at (cut, rank), payload bytes from encoding that step's cut
     tensor and a gradient of its shape with `wire` (they depend on the cut's shape only, so once per
-    cut), and memory from `ClientMemoryModel` on a full batch of `seq_len` tokens, as feasibility checks do.
+    cut), the adapter bytes from sending the client stage's adapter part over an update link with the
+    `updates` codec, as an aggregation does, and memory from `ClientMemoryModel` on a full batch of
+    `seq_len` tokens, as feasibility checks do.
     """
 
     def __init__(
@@ -51,8 +57,10 @@ class MeasuredCosts:
         wire: CutWire = FP32_PADDED,
         real_tokens: int | None = None,
         local: LocalOptimizer = DEFAULT_LOCAL,
+        updates: Codec | None = None,
     ) -> None:
         self._new_model = new_model
+        self._updates = updates if updates is not None else parse_update_codec("fp32")
         self._local = local
         self._lora = lora
         self._task = task
@@ -87,7 +95,9 @@ class MeasuredCosts:
                 client_flops, server_flops = measure_split_flops(client, server, ids, mask, labels)
                 if cut not in self._bytes:
                     self._bytes[cut] = self._payload_bytes(client(ids, mask).detach())
-            self._costs[key] = CutCost(client_flops, server_flops, *self._bytes[cut])
+                part = read_adapter(client.peft)
+                adapter_bytes = len(UpdateLink(self._updates, part).send(part))
+            self._costs[key] = CutCost(client_flops, server_flops, *self._bytes[cut], adapter_bytes)
         return self._costs[key]
 
     def _payload_bytes(self, hidden: torch.Tensor) -> tuple[int, int]:

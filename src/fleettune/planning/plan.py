@@ -1,4 +1,4 @@
-"""Planning a fleet: each device's cut (and, where asked, LoRA rank) for the shortest training step."""
+"""Planning a fleet: each device's cut (and, where asked, LoRA rank) for the fewest seconds per round."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from fleettune.errors import ConfigError, FleetError
 from fleettune.fleet.feasibility import GIB, memory_budget_bytes
 from fleettune.fleet.files import Fleet
 from fleettune.fleet.profiles import Device, Hardware
-from fleettune.planning.bound import makespan_lower_bound
-from fleettune.planning.costs import CutCosts, price_step
-from fleettune.planning.search import Assignment, Option, StepScorer, alone_best, local_search
+from fleettune.planning.costs import CutCosts, Option, price_option
+from fleettune.planning.rounds import Cadence, round_lower_bound
+from fleettune.planning.search import Assignment, PlanScorer, alone_best, local_search
 from fleettune.runtime.sim.clock import StepPhases
 from fleettune.scheduling import SCHEDULERS
 
@@ -48,24 +48,29 @@ class DevicePlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every device's plan and the predicted makespan under `policy`, beside the best single cut for all
-    (`uniform_cut` None when no cut fits every device), the fleet file's own cuts (None when one of
-    them does not fit) and a makespan no plan can go below under any policy (`planning.bound`)."""
+    """Every device's plan and its predicted seconds per round under `policy` and `cadence` (None: a round is
+    one plain step), beside the best single cut for all (`uniform_cut` None when no cut fits every device),
+    the fleet file's own cuts (None when one of them does not fit) and a round no plan can go below under
+    any policy (`planning.rounds`). `makespan_s` is the plan's plain step, `aggregating_s` its step that
+    ends with the adapters' round trip (None without a cadence)."""
 
     policy: str
     devices: tuple[DevicePlan, ...]
+    round_s: float
     makespan_s: float
     uniform_cut: int | None
-    uniform_makespan_s: float | None
-    written_makespan_s: float | None = None
+    uniform_round_s: float | None
+    written_round_s: float | None = None
     lower_bound_s: float = 0.0
+    cadence: Cadence | None = None
+    aggregating_s: float | None = None
 
     @property
     def ratio_to_uniform(self) -> float | None:
-        """Planned over best-uniform makespan (at most 1); None without a uniform cut."""
-        if self.uniform_makespan_s is None or self.uniform_makespan_s == 0:
+        """Planned over best-uniform seconds per round (at most 1); None without a uniform cut."""
+        if self.uniform_round_s is None or self.uniform_round_s == 0:
             return None
-        return self.makespan_s / self.uniform_makespan_s
+        return self.round_s / self.uniform_round_s
 
     def apply(self, fleet: Fleet) -> Fleet:
         """`fleet` with each device's planned cut and rank written in."""
@@ -74,13 +79,18 @@ class Plan:
         return replace(fleet, devices=devices)
 
     def to_dict(self) -> dict[str, Any]:
+        cadence = self.cadence
         return {
             "policy": self.policy,
+            "aggregate_every": None if cadence is None else cadence.aggregate_every,
+            "local_steps": None if cadence is None else cadence.local_steps,
+            "round_s": self.round_s,
             "makespan_s": self.makespan_s,
+            "aggregating_s": self.aggregating_s,
             "uniform_cut": self.uniform_cut,
-            "uniform_makespan_s": self.uniform_makespan_s,
+            "uniform_round_s": self.uniform_round_s,
             "ratio_to_uniform": self.ratio_to_uniform,
-            "written_makespan_s": self.written_makespan_s,
+            "written_round_s": self.written_round_s,
             "lower_bound_s": self.lower_bound_s,
             "devices": [
                 {
@@ -92,6 +102,9 @@ class Plan:
                     "memory_bytes": d.memory_bytes,
                     "up_bytes": d.option.cost.up_bytes,
                     "down_bytes": d.option.cost.down_bytes,
+                    "adapter_bytes": d.option.cost.adapter_bytes,
+                    "adapter_upload_s": d.option.upload_s,
+                    "adapter_download_s": d.option.download_s,
                     "release_s": d.phases.release_s,
                     "processing_s": d.phases.switch_s + d.phases.server_s,
                     "tail_s": d.phases.tail_s,
@@ -145,15 +158,14 @@ def device_options(
         rank = _rank_at(device, cut, costs, run_rank, candidates)
         if rank is None:
             continue
-        cost = costs.cost(cut, rank)
-        phases = price_step(device, cost, server, switch_s)
-        options.append(Option(cut, rank, costs.memory_bytes(cut, rank), cost, phases))
+        memory = costs.memory_bytes(cut, rank)
+        options.append(price_option(device, cut, rank, memory, costs.cost(cut, rank), server, switch_s))
     if not options:
         raise _no_cut_fits(device, costs, run_rank, candidates)
     return options
 
 
-def _uniform(options: Sequence[Sequence[Option]], scorer: StepScorer) -> tuple[int, Assignment] | None:
+def _uniform(options: Sequence[Sequence[Option]], scorer: PlanScorer) -> tuple[int, Assignment] | None:
     """The single cut every device can take with the least score, and its assignment (ties: shallower)."""
     common = set.intersection(*({o.cut for o in device} for device in options))
     best: tuple[int, Assignment] | None = None
@@ -185,8 +197,11 @@ def plan_fleet(
     policy: str = "schrage",
     rank_candidates: Sequence[int] = RANK_CANDIDATES,
     switch_s: float = 0.0,
+    cadence: Cadence | None = None,
 ) -> Plan:
-    """Choose every device's cut to minimise the step's makespan under the server's `policy`.
+    """Choose every device's cut to minimise the seconds per round under the server's `policy`: with a
+    `cadence`, the mean over its plain steps and the step that ends with the adapters' round trip; without
+    one, a plain step's makespan.
 
     A device may take any cut of `costs.cuts` whose client memory fits its budget (all of its memory)
     at its rank: its fleet entry's `lora_rank`, the run's `run_rank` when unset, or for "auto" the
@@ -199,22 +214,27 @@ def plan_fleet(
     SCHEDULERS.get(policy)  # an unknown policy fails before any cost is measured
     candidates = check_rank_candidates(rank_candidates)
     options = [device_options(d, costs, fleet.server, run_rank, candidates, switch_s) for d in fleet.devices]
-    scorer = StepScorer(options, policy)
+    scorer = PlanScorer(options, policy, cadence)
     uniform = _uniform(options, scorer)
     written = _as_written(fleet, options)
     deepest = tuple(len(choices) - 1 for choices in options)
-    starts = [alone_best(options), *([uniform[1]] if uniform else []), deepest, *([written] if written else [])]
+    alone = alone_best(options, cadence)
+    starts = [alone, *([uniform[1]] if uniform else []), deepest, *([written] if written else [])]
     chosen = local_search(starts, scorer)
     devices = tuple(
         DevicePlan(device.id, device.hardware.kind, memory_budget_bytes(device), choices[k])
         for device, choices, k in zip(fleet.devices, options, chosen, strict=True)
     )
+    time = scorer.time(chosen)
     return Plan(
         policy=policy,
         devices=devices,
-        makespan_s=scorer(chosen)[0],
+        round_s=time.round_s,
+        makespan_s=time.step_s,
         uniform_cut=uniform[0] if uniform else None,
-        uniform_makespan_s=scorer(uniform[1])[0] if uniform else None,
-        written_makespan_s=scorer(written)[0] if written else None,
-        lower_bound_s=makespan_lower_bound(options),
+        uniform_round_s=scorer(uniform[1])[0] if uniform else None,
+        written_round_s=scorer(written)[0] if written else None,
+        lower_bound_s=round_lower_bound(options, cadence),
+        cadence=cadence,
+        aggregating_s=time.aggregating_s,
     )

@@ -1,28 +1,30 @@
-"""Choosing one option per device to minimise a step's makespan: multi-start local search.
+"""Choosing one option per device to minimise the seconds a round takes: multi-start local search.
 
 Each device has a list of options (a cut, a rank and the step phases they give). An assignment picks
-one option index per device; its score is the makespan the server's policy reaches on the devices'
-jobs, then the sum of every job's end (completion plus tail) to break ties. The search starts from
-each given assignment and changes one device at a time while that lowers the score, until no
-single-device change does; in fleets small enough it then also tries changes of two devices at once.
-The best of these local optima wins.
+one option index per device; its score is the seconds per round the server's policy gives the devices'
+jobs (`planning.rounds`: the plain steps and, with a cadence, the step that ends with the adapters' round
+trip), then the sum of every job's end (completion plus tail) in the same proportions to break ties. The
+search starts from each given assignment and changes one device at a time while that lowers the score,
+until no single-device change does; in fleets small enough it then also tries changes of two devices at
+once. The best of these local optima wins.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from fleettune.planning.costs import CutCost, server_job
-from fleettune.runtime.sim.clock import StepPhases
+from fleettune.planning.costs import Option
+from fleettune.planning.rounds import Cadence, RoundTime, alone_round_s, round_time
 from fleettune.scheduling import SCHEDULERS, Policy
 
-Assignment = tuple[int, ...]  # per device, an index into its options
-Score = tuple[float, float]  # (makespan, sum over jobs of completion + tail), in seconds
+__all__ = ["Assignment", "Option", "PlanScorer", "Score", "alone_best", "descend", "local_search", "pair_changes"]
 
-# A change must lower the makespan by more than this fraction of it to count as a gain; equal
-# makespans fall through to the tie-break. Keeps rounding noise from driving the search.
+Assignment = tuple[int, ...]  # per device, an index into its options
+Score = tuple[float, float]  # (seconds per round, sum over jobs of completion + tail), in seconds
+
+# A change must lower the score by more than this fraction of it to count as a gain; equal
+# scores fall through to the tie-break. Keeps rounding noise from driving the search.
 RELATIVE_GAIN = 1e-9
 
 # Two-device changes are tried only while there are at most this many (100 devices with 2 cuts each,
@@ -30,38 +32,31 @@ RELATIVE_GAIN = 1e-9
 PAIR_LIMIT = 5000
 
 
-@dataclass(frozen=True)
-class Option:
-    """One way to run a device: its cut, LoRA rank, client memory, step costs and priced phases."""
+class PlanScorer:
+    """Scores of assignments under one scheduling policy and cadence (None: one plain step is the round),
+    each assignment evaluated once."""
 
-    cut: int
-    rank: int
-    memory_bytes: int
-    cost: CutCost
-    phases: StepPhases
-
-
-class StepScorer:
-    """Scores of assignments under one scheduling policy, each assignment evaluated once."""
-
-    def __init__(self, options: Sequence[Sequence[Option]], policy: str) -> None:
+    def __init__(self, options: Sequence[Sequence[Option]], policy: str, cadence: Cadence | None = None) -> None:
         self.options = options
         self.policy: Policy = SCHEDULERS.get(policy)
-        self._scores: dict[Assignment, Score] = {}
+        self.cadence = cadence
+        self._times: dict[Assignment, RoundTime] = {}
+
+    def time(self, assignment: Assignment) -> RoundTime:
+        if assignment not in self._times:
+            chosen = [self.options[i][k] for i, k in enumerate(assignment)]
+            self._times[assignment] = round_time(chosen, self.policy, self.cadence)
+        return self._times[assignment]
 
     def __call__(self, assignment: Assignment) -> Score:
-        if assignment not in self._scores:
-            jobs = [server_job(self.options[i][k].phases) for i, k in enumerate(assignment)]
-            schedule = self.policy(jobs)
-            ends = sum(schedule.completion_s[job.id] + job.tail_s for job in jobs)
-            self._scores[assignment] = (schedule.makespan_s, ends)
-        return self._scores[assignment]
+        time = self.time(assignment)
+        return time.round_s, time.ends_s
 
 
 def _better(new: Score, old: Score) -> bool:
-    """A strictly lower makespan, or the same makespan at most and a strictly lower sum of ends.
+    """A strictly lower round, or the same round at most and a strictly lower sum of ends.
 
-    Never accepting a higher makespan makes every accepted change lower (makespan, ends) in order,
+    Never accepting a longer round makes every accepted change lower (round, ends) in order,
     so the search cannot cycle and stops after finitely many changes.
     """
     if new[0] < old[0] - RELATIVE_GAIN * old[0]:
@@ -69,7 +64,7 @@ def _better(new: Score, old: Score) -> bool:
     return new[0] <= old[0] and new[1] < old[1] - RELATIVE_GAIN * old[1]
 
 
-def _single_moves(current: Assignment, scorer: StepScorer) -> Assignment:
+def _single_moves(current: Assignment, scorer: PlanScorer) -> Assignment:
     """Coordinate descent: device by device, move to its best option given the others when that lowers
     the score; sweep the devices again until a whole sweep changes nothing.
 
@@ -97,7 +92,7 @@ def pair_changes(options: Sequence[Sequence[Option]]) -> int:
     return (sum(alternatives) ** 2 - sum(a * a for a in alternatives)) // 2
 
 
-def _first_better_pair(current: Assignment, scorer: StepScorer) -> Assignment | None:
+def _first_better_pair(current: Assignment, scorer: PlanScorer) -> Assignment | None:
     """The first two-device change (devices, then options, in order) that lowers the score, if any."""
     current_score = scorer(current)
     options = scorer.options
@@ -113,7 +108,7 @@ def _first_better_pair(current: Assignment, scorer: StepScorer) -> Assignment | 
     return None
 
 
-def descend(start: Assignment, scorer: StepScorer) -> Assignment:
+def descend(start: Assignment, scorer: PlanScorer) -> Assignment:
     """Single-device descent from `start`; then, when the fleet has at most `PAIR_LIMIT` two-device
     changes, the first of those that improves and single-device descent again, until none improves.
 
@@ -128,7 +123,7 @@ def descend(start: Assignment, scorer: StepScorer) -> Assignment:
     return current
 
 
-def local_search(starts: Sequence[Assignment], scorer: StepScorer) -> Assignment:
+def local_search(starts: Sequence[Assignment], scorer: PlanScorer) -> Assignment:
     """The best of the local optima reached from each start (ties: the earliest start)."""
     if not starts:
         raise ValueError("local search needs at least one start")
@@ -136,11 +131,6 @@ def local_search(starts: Sequence[Assignment], scorer: StepScorer) -> Assignment
     return min(optima, key=lambda assignment: (scorer(assignment), optima.index(assignment)))
 
 
-def alone_best(options: Sequence[Sequence[Option]]) -> Assignment:
-    """Each device's best option if it had the server to itself: least release + service + tail
-    (ties: the first option)."""
-    return tuple(min(range(len(device)), key=lambda k: (_alone_s(device[k].phases), k)) for device in options)
-
-
-def _alone_s(phases: StepPhases) -> float:
-    return phases.release_s + phases.switch_s + phases.server_s + phases.tail_s
+def alone_best(options: Sequence[Sequence[Option]], cadence: Cadence | None = None) -> Assignment:
+    """Each device's best option if it had the server to itself: least seconds per round (ties: the first)."""
+    return tuple(min(range(len(device)), key=lambda k: (alone_round_s(device[k], cadence), k)) for device in options)

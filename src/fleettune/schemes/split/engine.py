@@ -154,10 +154,16 @@ class Forwarded:
     uplink_s: float
 
 
+def _rank(ctx: SplitContext, client: SplitClient) -> int:
+    """The LoRA rank `client` trains at, on both sides of its cut."""
+    return ctx.setup.lora_for(client.id).rank
+
+
 def forward(ctx: SplitContext, client: SplitClient) -> Forwarded:
     """Client forward on its next batch; the encoded activations go up its link."""
     batch = client.next_batch()
-    key = ("client-forward", client.cut, *batch.input_ids.shape)
+    # FLOPs depend on the cut, the client's LoRA rank and the batch shape, so each is part of the key.
+    key = ("client-forward", client.cut, _rank(ctx, client), *batch.input_ids.shape)
     flops, message = ctx.flops.run(key, lambda: client.forward(batch, ctx.steps_done))
     payload = message.encode(ctx.setup.wire)
     return Forwarded(client, payload, compute_s(flops, client.device.hardware), uplink_s(client.device, len(payload)))
@@ -175,7 +181,7 @@ class Served:
 def serve(ctx: SplitContext, sent: Forwarded, loss_weight: float = 1.0) -> Served:
     """The server decodes the activations and computes the loss and the cut gradient."""
     message = CutActivations.decode(sent.payload)
-    key = ("server", sent.client.cut, *message.attention_mask.shape)
+    key = ("server", sent.client.cut, _rank(ctx, sent.client), *message.attention_mask.shape)
     flops, (grads, loss, switch_s) = ctx.flops.run(key, lambda: ctx.server.process(message, loss_weight))
     payload = grads.encode(ctx.setup.wire, message.attention_mask)
     return Served(payload, loss, len(message.labels), compute_s(flops, ctx.setup.server), switch_s)
@@ -186,7 +192,7 @@ def backward(ctx: SplitContext, sent: Forwarded, served: Served) -> StepPhases:
     energy are charged by `settle_step`, once the step's timeline says what was spent)."""
     client = sent.client
     grads = CutGradients.decode(served.payload)
-    key = ("client-backward", client.cut, *grads.grad.shape[:2])
+    key = ("client-backward", client.cut, _rank(ctx, client), *grads.grad.shape[:2])
     flops, _ = ctx.flops.run(key, lambda: client.backward(grads, ctx.factor(), len(served.payload)))
     phases = StepPhases(
         client.id,
