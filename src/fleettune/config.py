@@ -286,6 +286,7 @@ class RunConfig(BaseModel):
     aggregate_every: int = Field(1, ge=1)
     scheduler: str = "schrage"
     cluster_size: int = Field(3, ge=1)
+    cluster_by: Literal["speed", "cut"] = "speed"  # cpsl: clusters of similar speed, or of clients sharing a cut
     switch_ms: float | None = Field(None, ge=0)  # mesfl adapter switch cost; None: measured at start
     target_accuracy: float | None = Field(None, gt=0, le=1)
     stop_at_target: bool = False

@@ -234,6 +234,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
         on_round=on_round or (lambda record: None),
         scheduler=config.scheduler,
         cluster_size=config.cluster_size,
+        cluster_by=config.cluster_by,
         switch_s=None if config.switch_ms is None else config.switch_ms / 1000,
         wire=cut_wire(config),
         updates=parse_update_codec(config.compression.updates),

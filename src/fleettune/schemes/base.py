@@ -85,6 +85,7 @@ class RunSetup:
     on_round: Callable[[RoundRecord], None] = field(default=lambda record: None)
     scheduler: str = "schrage"  # server order policy of `mesfl`
     cluster_size: int = 3  # clients per cluster in `cpsl`
+    cluster_by: str = "speed"  # `cpsl`'s clusters: "speed" (similar speed) or "cut" (clients sharing a cut)
     switch_s: float | None = None  # adapter switch cost on the shared server; None: measured once
     wire: CutWire = FP32_PADDED  # how cut tensors travel
     updates: Codec = field(default_factory=lambda: parse_update_codec("fp32"))  # how adapter traffic travels

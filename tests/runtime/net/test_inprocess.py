@@ -28,13 +28,30 @@ from tests.runtime.net.conftest import device_folders, tiny_flags
 from tests.runtime.net.inprocess import deploy
 
 
-@pytest.mark.parametrize(("scheme", "every"), [("mesfl", 1), ("mesfl", 2), ("splitfed", 1), ("sl", 1), ("cpsl", 1)])
+@pytest.mark.parametrize(
+    ("scheme", "every", "cluster_by"),
+    [
+        ("mesfl", 1, "speed"),
+        ("mesfl", 2, "speed"),
+        ("splitfed", 1, "speed"),
+        ("sl", 1, "speed"),
+        ("cpsl", 1, "speed"),
+        ("cpsl", 1, "cut"),
+    ],
+)
 def test_deployment_equals_simulation(
-    scheme: str, every: int, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+    scheme: str, every: int, cluster_by: str, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     """Same losses per step, same final adapter (1e-6) and the same cut and adapter bytes per device, exactly."""
     flags = tiny_flags(
-        tiny_model_dir, tiny_data_dir, scheme, clients=3, rounds=4, aggregate_every=every, cluster_size=2
+        tiny_model_dir,
+        tiny_data_dir,
+        scheme,
+        clients=3,
+        rounds=4,
+        aggregate_every=every,
+        cluster_size=2,
+        cluster_by=cluster_by,
     )
     if scheme == "fl":
         flags.update(client_fraction=0.67, local_steps=2)  # two of three sampled per round, two local steps

@@ -18,7 +18,7 @@ from fleettune.runtime.net.board import Member
 from fleettune.runtime.net.coordinator import Coordinator
 from fleettune.runtime.net.steps import Ask, Loss, collect, download, drop, present, record, train_step, upload_request
 from fleettune.schemes.split.engine import combine_views
-from fleettune.schemes.split.sequential import clusters_of, speed_clusters
+from fleettune.schemes.split.sequential import clusters_for
 from fleettune.schemes.split.servers import Gradients, SharedAdapter
 
 
@@ -27,7 +27,7 @@ def run_turns(c: Coordinator, first_round: int) -> None:
     server = c.server
     assert isinstance(server, SharedAdapter)
     fleet = sorted(c.board.members.values(), key=lambda m: m.index)
-    groups = speed_clusters(fleet, clusters_of(c.setup, c.prepared.config.scheme))
+    groups = clusters_for(c.setup, c.prepared.config.scheme, fleet)
     total_steps = plan.rounds * plan.local_steps * len(groups)
     full = c.current.evaluation
     server.load(fleet[0].id, full)

@@ -12,7 +12,6 @@ from fleettune.runtime.sim.cutoffs import Cut
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
 from fleettune.schemes.seeding import without_rng_draws
 from fleettune.schemes.split.attendance import Attendance, ClientLoss, kept_losses, split_step
-from fleettune.schemes.split.client import SplitClient
 from fleettune.schemes.split.engine import (
     Forwarded,
     Served,
@@ -38,10 +37,27 @@ class _OnDevice(Protocol):
 Party = TypeVar("Party", bound=_OnDevice)
 
 
-def speed_clusters(clients: Sequence[Party], size: int) -> list[list[Party]]:
-    """Clusters of `size` clients with similar speed (peak TFLOPS x efficiency), fastest first."""
-    ranked = sorted(clients, key=lambda c: -c.device.hardware.tflops * c.device.hardware.efficiency)
-    return [list(ranked[i : i + size]) for i in range(0, len(ranked), size)]
+CLUSTER_RULES = ("speed", "cut")
+
+
+def _speed(party: _OnDevice) -> float:
+    return party.device.hardware.tflops * party.device.hardware.efficiency
+
+
+def turn_clusters(clients: Sequence[Party], size: int, by: str = "speed") -> list[list[Party]]:
+    """The clusters that take turns, in turn order. "speed": `size` clients of similar speed (peak TFLOPS x
+    efficiency) each, fastest first. "cut": the clients that share a cut layer, deepest cut first, at most
+    `size` to a cluster (fastest first within a cut), so that a cluster's members train one client stage."""
+    ranked = sorted(clients, key=lambda c: -_speed(c))
+    if by == "speed":
+        return [list(ranked[i : i + size]) for i in range(0, len(ranked), size)]
+    if by != "cut":
+        raise ValueError(f"unknown cluster rule {by!r}; expected one of {CLUSTER_RULES}")
+    clusters = []
+    for cut in sorted({int(c.device.cut_layer) for c in ranked}, reverse=True):
+        sharing = [c for c in ranked if int(c.device.cut_layer) == cut]
+        clusters += [sharing[i : i + size] for i in range(0, len(sharing), size)]
+    return clusters
 
 
 def _fifo(phases: Sequence[StepPhases], round_index: int, t0: float) -> Timeline:
@@ -80,7 +96,7 @@ class _TurnServer:
         self.taken = {}
 
 
-def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluster_size: int) -> SchemeResult:
+def _run_turns(setup: RunSetup, scheme: str) -> SchemeResult:
     """Clusters take turns each round; inside a cluster clients run in parallel against the server,
     whose one adapter steps once per cluster step; client-side adapters are averaged at the cluster's
     end and handed to the next. Split learning is the case of clusters of one client. Offline members
@@ -91,7 +107,7 @@ def _run_turns(setup: RunSetup, clusters: list[list[SplitClient]] | None, cluste
         server = shared_adapter(setup)
     server.load(clients[0].id, initial)
     plan = setup.plan
-    groups = clusters or speed_clusters(clients, cluster_size)
+    groups = clusters_for(setup, scheme, clients)
     steps_per_round = plan.local_steps * len(groups)
     ctx = SplitContext(setup, clients, server, evaluation, total_steps=plan.rounds * steps_per_round)
     full = initial
@@ -137,18 +153,21 @@ def shared_adapter(setup: RunSetup) -> SharedAdapter:
     return SharedAdapter(setup.new_model(), cuts_of(setup), setup.lora, setup.task, plan.lr, plan.local_opt)
 
 
-def clusters_of(setup: RunSetup, scheme: str) -> int:
-    """Clients per cluster: one in `sl`, the run's cluster size in `cpsl`."""
-    return 1 if scheme == "sl" else setup.cluster_size
+def clusters_for(setup: RunSetup, scheme: str, parties: Sequence[Party]) -> list[list[Party]]:
+    """The clusters of `parties` in turn order: one client each in `sl` (fastest first), the run's clusters
+    (`cluster_size`, `cluster_by`) in `cpsl`. Simulation and deployment both take their turns from here."""
+    if scheme == "sl":
+        return turn_clusters(parties, 1)
+    return turn_clusters(parties, setup.cluster_size, setup.cluster_by)
 
 
 @SCHEMES.register("sl")
 def run_sl(setup: RunSetup) -> SchemeResult:
     """Vanilla split learning: one client at a time, the client-side adapter passed client to client."""
-    return _run_turns(setup, None, cluster_size=1)
+    return _run_turns(setup, "sl")
 
 
 @SCHEMES.register("cpsl")
 def run_cpsl(setup: RunSetup) -> SchemeResult:
-    """Cluster-parallel split learning (clusters of similar speed by default)."""
-    return _run_turns(setup, None, cluster_size=setup.cluster_size)
+    """Cluster-parallel split learning (clusters of similar speed by default, or of the clients sharing a cut)."""
+    return _run_turns(setup, "cpsl")
