@@ -42,8 +42,8 @@ from fleettune.training import LocalOptimizer
 DEFAULT_FL_ROUNDS = 20
 FL_LOCAL_STEPS = 10
 SPLIT_SCHEMES = ("sl", "cpsl", "splitfed", "mesfl")
-AGGREGATING_SPLIT_SCHEMES = ("splitfed", "mesfl")
-MIXED_RANK_SCHEMES = ("splitfed", "mesfl")  # schemes whose clients may train adapters of different ranks
+AGGREGATING_SPLIT_SCHEMES = ("splitfed", "mesfl")  # split schemes that average every client's adapter every I rounds
+MIXED_RANK_SCHEMES = AGGREGATING_SPLIT_SCHEMES  # schemes whose clients may train adapters of different ranks
 SAFEGUARD_SCHEMES = ("fl", "splitfed", "mesfl")  # schemes that aggregate through the aggregation policy
 ATTACK_STREAM = 5  # the run's RNG stream choosing malicious clients
 POISON_STREAM = 6  # the run's RNG stream choosing the texts a data attack poisons
