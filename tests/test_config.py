@@ -111,3 +111,20 @@ def test_bad_privacy_and_security_values_are_one_line_errors(overrides: list[str
     with pytest.raises(ConfigError, match=message) as caught:
         build_config(overrides=overrides)
     assert "\n" not in str(caught.value)
+
+
+def test_unknown_keys_name_what_is_allowed_there() -> None:
+    expected = r"alpha, dropout, mixed_ranks, rank, targets$"
+    with pytest.raises(
+        ConfigError, match=r"^config: lora\.rnk: unknown key \(did you mean 'rank'\?\); expected one of: " + expected
+    ):
+        build_config(overrides=["lora.rnk=3"])
+    with pytest.raises(ConfigError, match=r"^config: colour: unknown key; expected one of: aggregate_every, "):
+        build_config(overrides=["colour=3"])
+
+
+def test_an_unknown_key_is_reported_before_other_errors(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("rounds = 0\n[lora]\nrnak = 4\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: lora\.rnak: unknown key \(did you mean 'rank'\?\)"):
+        build_config(path)

@@ -17,6 +17,7 @@ from fleettune.compression import parse_cut_codec, parse_update_codec
 from fleettune.errors import ConfigError
 from fleettune.security.attacks import ATTACKS
 from fleettune.security.backdoor import DEFAULT_TRIGGER
+from fleettune.validation import first_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -311,15 +312,6 @@ class RunConfig(BaseModel):
         return self
 
 
-def _first_error(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "config"
-    message = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
-    return ConfigError(f"{source}: {field}: {message}{shown}")
-
-
 def parse_value(text: str) -> Any:
     """A --set value as TOML would read it (numbers, booleans, lists), else the plain string."""
     try:
@@ -365,7 +357,7 @@ def build_config(
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise _first_error(exc, str(file) if file else "config") from None
+        raise ConfigError(f"{file or 'config'}: {first_problem(exc, RunConfig)}") from None
 
 
 def resolved_dict(config: RunConfig) -> dict[str, Any]:

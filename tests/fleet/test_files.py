@@ -91,3 +91,48 @@ def test_bad_fleet_files_are_one_line_errors(tmp_path: Path, body: str, message:
 def test_unknown_fleet_name() -> None:
     with pytest.raises(FleetError, match="paper6"):
         load_fleet("nowhere")
+
+
+def test_a_fleet_file_may_give_only_its_devices(tmp_path: Path) -> None:
+    """The name defaults to the file's, the server to the catalogue's edge server, ids to KIND-INDEX."""
+    path = tmp_path / "two.toml"
+    path.write_text('[[device]]\nkind = "jetson-nano"\n[[device]]\nkind = "apple-m3"\ncut_layer = 3\n')
+    fleet = load_fleet(str(path))
+    assert fleet.name == "two"
+    assert fleet.server == CATALOG["rtx-4080-super"]
+    assert [d.id for d in fleet.devices] == ["jetson-nano-0", "apple-m3-1"]
+    assert [d.cut_layer for d in fleet.devices] == [1, 3]
+
+
+def test_ids_given_for_some_devices_stay_as_given(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.toml"
+    path.write_text(
+        '[[device]]\nid = "door"\nkind = "jetson-nano"\n[[device]]\ntflops = 1\nmemory_gib = 2\npower_w = 3\n'
+    )
+    assert [d.id for d in load_fleet(str(path)).devices] == ["door", "device-1"]
+
+
+def test_a_misspelt_section_is_named_before_the_section_it_hides(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('[[devices]]\nkind = "jetson-nano"\n')
+    message = rf"^{path}: devices: unknown key \(did you mean 'device'\?\); expected one of: device, name, server$"
+    with pytest.raises(FleetError, match=message):
+        load_fleet(str(path))
+
+
+def test_an_unknown_kind_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "kinds.toml"
+    path.write_text('[[device]]\nkind = "toaster"\n')
+    with pytest.raises(FleetError, match=rf"^{path}: unknown device kind 'toaster'; expected one of: apple-a17-pro"):
+        load_fleet(str(path))
+
+
+def test_an_unknown_device_key_names_the_device_and_the_allowed_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text('[[device]]\nkind = "jetson-nano"\n[[device]]\nkind = "apple-m3"\nuplink_mpbs = 50\n')
+    with pytest.raises(
+        FleetError,
+        match=r"device\.1\.uplink_mpbs: unknown key \(did you mean 'uplink_mbps'\?\); "
+        r"expected one of: availability, availability_trace, cut_layer, downlink_mbps, ",
+    ):
+        load_fleet(str(path))

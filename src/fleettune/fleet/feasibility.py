@@ -147,5 +147,8 @@ def resolve_fleet_cuts(fleet: Fleet, num_layers: int, memory_of_cut: Callable[[i
                 except InputError as exc:
                     raise FleetError(f"fleet {fleet.name}: device {device.id}: {exc}") from None
         return fleet
-    cuts = resolve_cuts(fleet.devices, num_layers, memory_of_cut)
+    try:
+        cuts = resolve_cuts(fleet.devices, num_layers, memory_of_cut)
+    except FleetError as exc:  # its messages start with the device id
+        raise FleetError(f"fleet {fleet.name}: device {exc}") from None
     return replace(fleet, devices=tuple(replace(d, cut_layer=c) for d, c in zip(fleet.devices, cuts, strict=True)))

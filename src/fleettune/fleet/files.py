@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fleettune.config import read_toml, tomllib
 from fleettune.errors import FleetError
 from fleettune.fleet.availability import read_trace
-from fleettune.fleet.profiles import Device, Hardware, Link, hardware
+from fleettune.fleet.profiles import DEFAULT_SERVER, Device, Hardware, Link, hardware
+from fleettune.validation import first_problem
 
 
 class _MachineEntry(BaseModel):
@@ -38,7 +39,7 @@ class _MachineEntry(BaseModel):
 
 
 class _DeviceEntry(_MachineEntry):
-    id: str
+    id: str | None = None  # default: KIND-INDEX (or device-INDEX), INDEX its position in the file
     cut_layer: int | str = 1
     lora_rank: int | str | None = None
     uplink_mbps: float = Field(100.0, gt=0)
@@ -74,8 +75,8 @@ class _DeviceEntry(_MachineEntry):
 class _FleetFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    server: _MachineEntry
+    name: str | None = None  # default: the file's name without .toml
+    server: _MachineEntry = Field(default_factory=lambda: _MachineEntry(kind=DEFAULT_SERVER))
     device: list[_DeviceEntry] = Field(min_length=1)
 
 
@@ -100,29 +101,33 @@ def parse_fleet(tree: dict[str, Any], source: str, base: Path | None = None) -> 
     try:
         parsed = _FleetFile.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise FleetError(f"{source}: {field}: {err['msg'].removeprefix('Value error, ')}") from None
-    ids = [d.id for d in parsed.device]
+        raise FleetError(f"{source}: {first_problem(exc, _FleetFile)}") from None
+    ids = [d.id or f"{d.kind or 'device'}-{i}" for i, d in enumerate(parsed.device)]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise FleetError(f"{source}: device ids must be unique; repeated: {', '.join(duplicates)}")
     named = sorted({d.availability_trace for d in parsed.device if d.availability_trace is not None})
     traces = {name: read_trace((base or Path()) / name, ids) for name in named}
-    devices = tuple(
-        Device(
-            id=d.id,
-            hardware=d.hardware(),
-            link=Link(d.uplink_mbps, d.downlink_mbps, d.latency_ms),
-            cut_layer=d.cut_layer,
-            lora_rank=d.lora_rank,
-            availability=d.availability,
-            drop_probability=d.drop_probability,
-            offline_rounds=traces[d.availability_trace].get(d.id, frozenset()) if d.availability_trace else frozenset(),
+    try:
+        server = parsed.server.hardware()
+        devices = tuple(
+            Device(
+                id=i,
+                hardware=d.hardware(),
+                link=Link(d.uplink_mbps, d.downlink_mbps, d.latency_ms),
+                cut_layer=d.cut_layer,
+                lora_rank=d.lora_rank,
+                availability=d.availability,
+                drop_probability=d.drop_probability,
+                offline_rounds=traces[d.availability_trace].get(i, frozenset())
+                if d.availability_trace
+                else frozenset(),
+            )
+            for i, d in zip(ids, parsed.device, strict=True)
         )
-        for d in parsed.device
-    )
-    return Fleet(parsed.name, parsed.server.hardware(), devices)
+    except FleetError as exc:
+        raise FleetError(f"{source}: {exc}") from None
+    return Fleet(parsed.name or Path(source).name.removesuffix(".toml"), server, devices)
 
 
 def shipped_fleets() -> list[str]:

@@ -9,10 +9,10 @@ import numpy as np
 
 from fleettune.errors import FleetError
 from fleettune.fleet.files import Fleet
-from fleettune.fleet.profiles import CATALOG, Device, Link, hardware
+from fleettune.fleet.profiles import CATALOG, DEFAULT_SERVER, Device, Link, hardware
 
 # Kinds that serve rather than train: never drawn as devices unless asked for by name.
-SERVER_KINDS = frozenset({"rtx-4080-super"})
+SERVER_KINDS = frozenset({DEFAULT_SERVER})
 
 Rate = float | tuple[float, float]  # a fixed Mbps, or a (low, high) range drawn uniformly per device
 
@@ -35,7 +35,7 @@ def generate_fleet(
     n: int,
     seed: int,
     kinds: Sequence[str] | None = None,
-    server_kind: str = "rtx-4080-super",
+    server_kind: str = DEFAULT_SERVER,
     uplink_mbps: Rate = 100.0,
     downlink_mbps: Rate = 100.0,
     latency_ms: float = 5.0,

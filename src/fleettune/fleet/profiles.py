@@ -65,6 +65,9 @@ CATALOG: dict[str, Hardware] = {
 }
 
 
+DEFAULT_SERVER = "rtx-4080-super"  # the edge server of a fleet file that names none
+
+
 def hardware(kind: str) -> Hardware:
     try:
         return CATALOG[kind]
