@@ -31,7 +31,7 @@ from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.leakage.report import run_assessed
 from fleettune.privacy.secagg import FixedPoint, min_threshold
 from fleettune.runtime.progress import RoundRecord
-from fleettune.scheduling import SCHEDULERS
+from fleettune.scheduling import SCHEDULERS, SHARING
 from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, TrainingPlan
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import Evaluator
@@ -169,7 +169,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     if config.plan_cuts:
         if config.scheme not in SPLIT_SCHEMES:
             raise ConfigError(f"plan_cuts: scheme {config.scheme} has no cut layers; expected a split scheme")
-        switch_s = None if config.switch_ms is None else config.switch_ms / 1000
+        policy, switch_s = planned_server(config)
         wire = cut_wire(config)
         planned = plan_for_run(
             fleet,
@@ -179,7 +179,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
             config.batch_size,
             config.max_length,
             wire,
-            config.scheduler,
+            policy,
             switch_s,
             local=local_opt,
             cadence=planned_cadence(config),
@@ -455,6 +455,15 @@ def cut_wire(config: RunConfig) -> CutWire:
         parse_cut_codec(settings.gradients, "compression.gradients"),
         settings.unpad,
     )
+
+
+def planned_server(config: RunConfig) -> tuple[str, float | None]:
+    """How the planner should model the server: `splitfed`'s per-client copies share it (processor sharing, no
+    adapter switch); every other split scheme's one model serves a device at a time in the run's scheduler's
+    order, switching adapters (`switch_ms`, or None: measured)."""
+    if config.scheme == "splitfed":
+        return SHARING, 0.0
+    return config.scheduler, None if config.switch_ms is None else config.switch_ms / 1000
 
 
 def planned_cadence(config: RunConfig) -> Cadence | None:

@@ -8,7 +8,7 @@ from fleettune.planning import Cadence, plan_fleet, round_time
 from fleettune.planning.costs import Option
 from fleettune.planning.rounds import alone_round_s, round_lower_bound
 from fleettune.runtime.sim.clock import StepPhases
-from fleettune.scheduling import SCHEDULERS
+from fleettune.scheduling import SCHEDULERS, SHARING, server_policy
 from tests.planning.tables import MIB, device, fleet, gib_per_layer, layered
 
 OPTIMAL = SCHEDULERS.get("optimal")
@@ -32,6 +32,16 @@ def test_a_plain_step_and_the_step_with_the_adapters_round_trip() -> None:
     assert round_time([A, B], OPTIMAL, Cadence(2, local_steps=2)).round_s == 15.0  # (3 x 6 + 12) / 2
     plain = round_time([A, B], OPTIMAL, None)
     assert (plain.step_s, plain.aggregating_s, plain.round_s) == (6.0, None, 6.0)
+
+
+def test_splitfed_copies_share_the_server() -> None:
+    """Processor sharing: a alone at the server from 1 to 2 (1 of its 2 s done), then a and b at half speed
+    each, both done at 4: a ends at 4 + 3 = 7, b at 5. With uploads a ends at 4 + 7 = 11, b at 5.5, and b's 2 s
+    download ends the aggregating step at 13. One at a time (above) gave 6 and 12."""
+    shared = round_time([A, B], server_policy(SHARING), Cadence(1))
+    assert (shared.step_s, shared.aggregating_s, shared.round_s) == (7.0, 13.0, 13.0)
+    assert round_time([A, B], server_policy(SHARING), Cadence(2)).round_s == 10.0  # (7 + 13) / 2
+    assert round_lower_bound([[A], [B]], Cadence(1)) <= 12.0
 
 
 def test_alone_a_device_pays_its_path_and_every_Ith_round_its_round_trip() -> None:

@@ -6,7 +6,7 @@ import math
 
 from hypothesis import given, settings
 
-from fleettune.scheduling import Job, processor_sharing, schedule_fifo
+from fleettune.scheduling import Job, processor_sharing, schedule_fifo, sharing_schedule
 from tests.scheduling.instances import FOUR_WAY
 from tests.scheduling.strategies import job_sets
 
@@ -48,3 +48,13 @@ def test_processor_sharing_conserves_work(jobs: list[Job]) -> None:
         # Any work-conserving server, fifo included, ends its last busy period at the same instant.
         busy_end_s = max(schedule_fifo(jobs).completion_s.values())
         assert math.isclose(max(completion_s.values()), busy_end_s, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_sharing_as_a_schedule_orders_by_completion_and_ends_with_the_last_tail() -> None:
+    # completions b 7, c 10, a 11 (above); FOUR_WAY's tails decide the makespan
+    schedule = sharing_schedule(FOUR_WAY)
+    assert schedule.order == ("b", "c", "a")
+    assert schedule.completion_s == processor_sharing(FOUR_WAY)
+    assert schedule.start_s == {j.id: j.release_s for j in FOUR_WAY}
+    assert schedule.makespan_s == max(schedule.completion_s[j.id] + j.tail_s for j in FOUR_WAY)
+    assert sharing_schedule([]).makespan_s == 0.0

@@ -11,6 +11,7 @@ from fleettune.config import build_config
 from fleettune.errors import ConfigError
 from fleettune.planning import Cadence
 from fleettune.runner import execute, prepare
+from fleettune.scheduling import SHARING
 
 FLEET = """name = "to-plan"
 [server]
@@ -81,17 +82,20 @@ def test_planning_needs_a_split_scheme(tiny_model_dir: Path, tiny_data_dir: Path
         prepare(build_config(flags=_flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True, scheme="fl")))
 
 
+@pytest.mark.parametrize(("scheme", "policy"), [("mesfl", "schrage"), ("splitfed", SHARING)])
 def test_the_plan_predicts_the_simulated_seconds_per_round(
-    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, scheme: str, policy: str
 ) -> None:
     """Padded batches make every step alike, so the simulator's clock must tick exactly as the plan says: a
-    plain step, then the step that ends with the adapter parts' round trip (FedAvg every second round)."""
+    plain step, then the step that ends with the adapter parts' round trip (FedAvg every second round).
+    `splitfed`'s copies share the server and switch no adapter; `mesfl` serves one device at a time."""
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(FLEET)
-    flags = _flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True, aggregate_every=2, rounds=4)
+    flags = _flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True, aggregate_every=2, rounds=4, scheme=scheme)
     prepared = prepare(build_config(flags={**flags, "padding": "max_length"}))
     plan = prepared.plan
     assert plan is not None and plan.cadence == Cadence(aggregate_every=2, local_steps=1)
+    assert plan.policy == policy
     assert plan.aggregating_s is not None and plan.aggregating_s > plan.makespan_s
     times = [record.sim_time_s for record in execute(prepared).history]
     # What the plan leaves out: the server's averaging (nanoseconds here), and the device id and step number in

@@ -20,7 +20,7 @@ from fleettune.models.loading import task_models
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
-from fleettune.runner import cut_wire, local_optimizer, lora_spec, planned_cadence
+from fleettune.runner import cut_wire, local_optimizer, lora_spec, planned_cadence, planned_server
 from fleettune.scheduling import SCHEDULERS
 
 Opt = typer.Option
@@ -73,7 +73,7 @@ def plan(
     source = resolve_model(checked.model)
     new_model = task_models(source, Task.CLASSIFICATION, NUM_LABELS, checked.seed)
     lora = lora_spec(checked)
-    switch_s = None if checked.switch_ms is None else checked.switch_ms / 1000
+    server_policy, switch_s = planned_server(checked)
     planned = plan_for_run(
         devices,
         new_model,
@@ -82,7 +82,7 @@ def plan(
         checked.batch_size,
         checked.max_length,
         cut_wire(checked),
-        checked.scheduler,
+        server_policy,
         switch_s,
         candidates,
         real_tokens,

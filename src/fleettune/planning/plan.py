@@ -14,7 +14,7 @@ from fleettune.planning.costs import CutCosts, Option, price_option
 from fleettune.planning.rounds import Cadence, round_lower_bound
 from fleettune.planning.search import Assignment, PlanScorer, alone_best, local_search
 from fleettune.runtime.sim.clock import StepPhases
-from fleettune.scheduling import SCHEDULERS
+from fleettune.scheduling import server_policy
 
 AUTO = "auto"
 RANK_CANDIDATES = (4, 8, 16, 32)
@@ -211,7 +211,7 @@ def plan_fleet(
     that fits, and the fleet file's own cuts; the plan is never worse than any of them. Deterministic
     given the costs; FleetError naming the device when none of its cuts fits.
     """
-    SCHEDULERS.get(policy)  # an unknown policy fails before any cost is measured
+    server_policy(policy)  # an unknown policy fails before any cost is measured
     candidates = check_rank_candidates(rank_candidates)
     options = [device_options(d, costs, fleet.server, run_rank, candidates, switch_s) for d in fleet.devices]
     scorer = PlanScorer(options, policy, cadence)

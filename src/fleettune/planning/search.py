@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from fleettune.planning.costs import Option
 from fleettune.planning.rounds import Cadence, RoundTime, alone_round_s, round_time
-from fleettune.scheduling import SCHEDULERS, Policy
+from fleettune.scheduling import Policy, server_policy
 
 __all__ = ["Assignment", "Option", "PlanScorer", "Score", "alone_best", "descend", "local_search", "pair_changes"]
 
@@ -33,12 +33,12 @@ PAIR_LIMIT = 5000
 
 
 class PlanScorer:
-    """Scores of assignments under one scheduling policy and cadence (None: one plain step is the round),
+    """Scores of assignments under one scheduling policy (or `SHARING`) and cadence (None: one plain step is the round),
     each assignment evaluated once."""
 
     def __init__(self, options: Sequence[Sequence[Option]], policy: str, cadence: Cadence | None = None) -> None:
         self.options = options
-        self.policy: Policy = SCHEDULERS.get(policy)
+        self.policy: Policy = server_policy(policy)
         self.cadence = cadence
         self._times: dict[Assignment, RoundTime] = {}
 

@@ -6,12 +6,13 @@ from fleettune.scheduling.comparison import compare_policies
 from fleettune.scheduling.fifo import schedule_fifo
 from fleettune.scheduling.greedy import schedule_greedy
 from fleettune.scheduling.jobs import Job, Schedule, evaluate_order
-from fleettune.scheduling.registry import SCHEDULERS, Policy
+from fleettune.scheduling.registry import SCHEDULERS, Policy, server_policy
 from fleettune.scheduling.schrage import schedule_schrage
-from fleettune.scheduling.sharing import processor_sharing
+from fleettune.scheduling.sharing import SHARING, processor_sharing, sharing_schedule
 
 __all__ = [
     "SCHEDULERS",
+    "SHARING",
     "Job",
     "Policy",
     "Schedule",
@@ -23,4 +24,6 @@ __all__ = [
     "schedule_greedy",
     "schedule_optimal",
     "schedule_schrage",
+    "server_policy",
+    "sharing_schedule",
 ]

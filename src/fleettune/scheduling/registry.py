@@ -7,6 +7,7 @@ from typing import Protocol
 
 from fleettune.registry import Registry
 from fleettune.scheduling.jobs import Job, Schedule
+from fleettune.scheduling.sharing import SHARING, sharing_schedule
 
 
 class Policy(Protocol):
@@ -16,3 +17,9 @@ class Policy(Protocol):
 
 
 SCHEDULERS: Registry[Policy] = Registry("scheduler")
+
+
+def server_policy(name: str) -> Policy:
+    """A registered policy, or for `SHARING` the processor sharing of SplitFed's per-client server copies: what
+    the planner scores a server with (the policies are what a shared server can be asked to run)."""
+    return sharing_schedule if name == SHARING else SCHEDULERS.get(name)

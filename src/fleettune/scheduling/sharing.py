@@ -6,7 +6,9 @@ import heapq
 import math
 from collections.abc import Sequence
 
-from fleettune.scheduling.jobs import Job, jobs_by_id
+from fleettune.scheduling.jobs import Job, Schedule, jobs_by_id
+
+SHARING = "sharing"  # the name the planner knows processor sharing by (not a policy a shared server can run)
 
 
 def processor_sharing(jobs: Sequence[Job]) -> dict[str, float]:
@@ -40,3 +42,17 @@ def processor_sharing(jobs: Sequence[Job]) -> dict[str, float]:
             virtual += (next_arrival_s - now_s) / len(in_service)
             now_s = next_arrival_s
     return completion_s
+
+
+def sharing_schedule(jobs: Sequence[Job]) -> Schedule:
+    """Processor sharing as a `Schedule`: every job is served from its release, the order is the order of
+    completion, and the step ends with the last completion plus its tail."""
+    completion_s = processor_sharing(jobs)
+    by_id = jobs_by_id(jobs)
+    order = tuple(sorted(completion_s, key=lambda job_id: (completion_s[job_id], job_id)))
+    return Schedule(
+        order=order,
+        start_s={job_id: by_id[job_id].release_s for job_id in order},
+        completion_s=completion_s,
+        makespan_s=max((completion_s[j] + by_id[j].tail_s for j in order), default=0.0),
+    )

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleettune.runtime.events import Activity, Event
-from fleettune.scheduling import SCHEDULERS, Job, processor_sharing
+from fleettune.scheduling import SCHEDULERS, Job, sharing_schedule
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def one_server_step(phases: Sequence[StepPhases], policy: str, round: int, t0: f
 def shared_processor_step(phases: Sequence[StepPhases], round: int, t0: float) -> Timeline:
     """Clients in parallel; the server's per-client copies share it equally (processor sharing)."""
     jobs = [Job(p.client, p.release_s, p.server_s, p.job_tail_s) for p in phases]
-    completion = processor_sharing(jobs)
+    completion = sharing_schedule(jobs).completion_s
     timeline = Timeline(end_s=t0)
     for p in phases:
         arrive = t0 + p.release_s
