@@ -25,7 +25,7 @@ from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
-from fleettune.planning import Cadence, Plan, plan_for_run
+from fleettune.planning import Cadence, Plan, Rounds, Turns, plan_for_run
 from fleettune.privacy.accounting import calibrate_noise
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.leakage.report import run_assessed
@@ -459,19 +459,27 @@ def cut_wire(config: RunConfig) -> CutWire:
 
 def planned_server(config: RunConfig) -> tuple[str, float | None]:
     """How the planner should model the server: `splitfed`'s per-client copies share it (processor sharing, no
-    adapter switch); every other split scheme's one model serves a device at a time in the run's scheduler's
-    order, switching adapters (`switch_ms`, or None: measured)."""
+    adapter switch); `sl` and `cpsl` have one adapter, which serves a turn's members first come, first served;
+    `mesfl`'s one model serves a device at a time in the run's scheduler's order, switching adapters
+    (`switch_ms`, or None: measured)."""
     if config.scheme == "splitfed":
         return SHARING, 0.0
+    if config.scheme in ("sl", "cpsl"):
+        return "fifo", 0.0
     return config.scheduler, None if config.switch_ms is None else config.switch_ms / 1000
 
 
-def planned_cadence(config: RunConfig) -> Cadence | None:
+def planned_cadence(config: RunConfig) -> Rounds:
     """How the planner should count the run's rounds: `mesfl` and `splitfed` send every device's adapter
-    part up and back every `aggregate_every` rounds; for the other schemes it plans a plain step."""
+    part up and back every `aggregate_every` rounds; in `sl` and `cpsl` clusters take turns."""
+    steps = config.local_steps or 1
+    if config.scheme == "sl":
+        return Turns(1, "speed", steps)
+    if config.scheme == "cpsl":
+        return Turns(config.cluster_size, config.cluster_by, steps)
     if config.scheme not in AGGREGATING_SPLIT_SCHEMES:
         return None
-    return Cadence(config.aggregate_every, config.local_steps or 1)
+    return Cadence(config.aggregate_every, steps)
 
 
 def execute(prepared: PreparedRun) -> SchemeResult:

@@ -1,4 +1,4 @@
-"""FLOPs counted on the real computation: golden products, CPU attention, split phases and the cache."""
+"""FLOPs counted on the real computation: golden products, CPU attention, split phases in train mode."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
 from fleettune.errors import ModelError
-from fleettune.fleet import flops
-from fleettune.fleet.flops import FlopCache, StageFlops, count_flops, measure_split_flops
+from fleettune.fleet.flops import count_flops, measure_split_flops
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task, full_model, split_model
 from tests.models.tiny import VOCAB, tiny_model
@@ -85,38 +84,27 @@ def test_measuring_leaves_gradients_alone() -> None:
     assert all(p.grad is None for p in [*client.parameters(), *server.parameters()])
 
 
-def test_cache_counts_a_key_only_once() -> None:
-    cache = FlopCache()
-    calls: list[str] = []
-
-    def count() -> StageFlops:
-        calls.append("counted")
-        return StageFlops(10, 11)
-
-    assert cache.get(("client", 1, 16, 128), count) == StageFlops(10, 11)
-    assert cache.get(("client", 1, 16, 128), count) == StageFlops(10, 11)
-    cache.get(("client", 2, 16, 128), count)
-    assert len(calls) == 2 and len(cache) == 2
-    assert StageFlops(10, 11).total == 21
-
-
-def test_cache_measures_a_split_once_per_cut_rank_and_shape(monkeypatch: pytest.MonkeyPatch) -> None:
-    measured: list[int] = []
-    real = flops.measure_split_flops
-
-    def spy(*args: object) -> tuple[StageFlops, StageFlops]:
-        measured.append(1)
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(flops, "measure_split_flops", spy)
+def test_a_step_is_counted_in_train_mode_and_the_modes_are_put_back() -> None:
+    """Dropout decides which attention kernel runs (and so the FLOPs): stages loaded in eval mode are counted as
+    the training step runs them, which is what the simulator counts, and go back to eval mode."""
+    ids, mask, labels = _batch(4, 16)
     model, task = tiny_model("bert")
-    client, server = split_model(model, 2, LoraSpec(rank=4), task)
-    cache = FlopCache()
-    first = cache.split(client, server, *_batch(2, 8))
-    assert cache.split(client, server, *_batch(2, 8)) == first
-    assert ("client", 2, 4, 2, 8) in cache and ("server", 2, 4, 2, 8) in cache
-    cache.split(client, server, *_batch(2, 12))
-    assert len(measured) == 2
+    client, server = split_model(model, 2, LoraSpec(), task)
+    client.eval()
+    server.eval()
+    state = torch.random.get_rng_state()
+    client_flops, server_flops = measure_split_flops(client, server, ids, mask, labels)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not any(m.training for m in [*client.modules(), *server.modules()])
+    client.train()
+    server.train()
+    hidden = client(ids, mask)
+    received = hidden.detach().requires_grad_(True)
+    assert count_flops(lambda: client(ids, mask)) == client_flops.forward
+    loss = server(received, mask, labels).loss
+    assert count_flops(lambda: loss.backward()) == server_flops.backward
+    assert received.grad is not None
+    assert count_flops(lambda: hidden.backward(received.grad)) == client_flops.backward
 
 
 @pytest.fixture(scope="module")

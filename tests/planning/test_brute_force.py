@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 
-from fleettune.planning import Cadence, Plan, PlanScorer, plan_fleet
+from fleettune.planning import Cadence, Plan, PlanScorer, Rounds, Turns, plan_fleet
 from fleettune.planning.plan import RANK_CANDIDATES, device_options
 from fleettune.planning.search import PAIR_LIMIT, RELATIVE_GAIN, pair_changes
 from tests.planning.tables import random_instance
@@ -24,11 +24,11 @@ MAY_MISS = 0.01
 INSTANCES = 150
 
 
-def _scorer(seed: int, n_devices: int, policy: str, cadence: Cadence | None = None) -> tuple[Plan, PlanScorer]:
+def _scorer(seed: int, n_devices: int, policy: str, cadence: Rounds = None) -> tuple[Plan, PlanScorer]:
     fleet, costs = random_instance(seed, n_devices, layers=4)
     plan = plan_fleet(fleet, costs, run_rank=16, policy=policy, cadence=cadence)
     options = [device_options(d, costs, fleet.server, 16, RANK_CANDIDATES, 0.0) for d in fleet.devices]
-    return plan, PlanScorer(options, policy, cadence)
+    return plan, PlanScorer(options, policy, cadence, fleet.devices)
 
 
 @pytest.mark.parametrize("policy", ["fifo", "schrage", "optimal"])
@@ -44,11 +44,22 @@ def test_within_tolerance_of_the_brute_force_optimum(policy: str, n_devices: int
     assert missed <= MAY_MISS * INSTANCES
 
 
-@pytest.mark.parametrize("cadence", [Cadence(1), Cadence(3), Cadence(2, local_steps=2)])
-def test_rounds_with_aggregations_within_tolerance_of_the_brute_force_optimum(cadence: Cadence) -> None:
+@pytest.mark.parametrize(
+    ("policy", "cadence"),
+    [
+        ("schrage", Cadence(1)),
+        ("schrage", Cadence(3)),
+        ("schrage", Cadence(2, local_steps=2)),
+        ("fifo", Turns(1)),
+        ("fifo", Turns(2, "speed")),
+        ("fifo", Turns(2, "cut")),
+    ],
+)
+def test_rounds_within_tolerance_of_the_brute_force_optimum(policy: str, cadence: Rounds) -> None:
+    """With aggregations, and in turns (`sl`, `cpsl` by speed and by cut)."""
     missed = 0
     for seed in range(INSTANCES):
-        plan, scorer = _scorer(seed, 4, "schrage", cadence)
+        plan, scorer = _scorer(seed, 4, policy, cadence)
         every = itertools.product(*(range(len(options)) for options in scorer.options))
         optimum = min(scorer(assignment)[0] for assignment in every)
         assert plan.round_s <= optimum * (1 + TOLERANCE), f"seed {seed}"

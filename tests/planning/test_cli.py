@@ -114,7 +114,7 @@ def test_rarer_aggregations_and_the_schemes_that_hand_one_adapter_on(
     fleet_file: Path, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every fourth round, a plan's round is three plain steps and the aggregating one, over four; `sl` plans
-    one plain step."""
+    turns of one device: each device's hand-off download, step and upload, first come, first served."""
     rare, handed = tmp_path / "rare.json", tmp_path / "sl.json"
     code, stdout, _ = _run(_argv(fleet_file, tiny_model_dir, "--aggregate-every", "4", "--json", str(rare)), capsys)
     assert code == 0 and "adapters averaged every 4 rounds" in stdout
@@ -122,10 +122,16 @@ def test_rarer_aggregations_and_the_schemes_that_hand_one_adapter_on(
     assert plan["aggregate_every"] == 4
     assert plan["round_s"] == pytest.approx((3 * plan["makespan_s"] + plan["aggregating_s"]) / 4, rel=1e-12)
     code, stdout, _ = _run(_argv(fleet_file, tiny_model_dir, "--set", "scheme=sl", "--json", str(handed)), capsys)
-    assert code == 0 and "planned round (schrage), one step" in stdout and "adapter up/down" not in stdout
+    assert code == 0 and "planned round (fifo, one device a turn)" in stdout and "adapter up/down" in stdout
     plan = json.loads(handed.read_text())
     assert plan["aggregate_every"] is None and plan["aggregating_s"] is None
+    assert (plan["cluster_size"], plan["cluster_by"], plan["local_steps"]) == (1, "speed", 1)
     assert plan["round_s"] == plan["makespan_s"]
+    turns = [
+        d["adapter_download_s"] + d["release_s"] + d["processing_s"] + d["tail_s"] + d["adapter_upload_s"]
+        for d in plan["devices"]
+    ]
+    assert plan["round_s"] == pytest.approx(sum(turns), rel=1e-12)
 
 
 @pytest.mark.parametrize(

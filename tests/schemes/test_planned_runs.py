@@ -105,3 +105,24 @@ def test_the_plan_predicts_the_simulated_seconds_per_round(
     assert times[1] - times[0] == pytest.approx(plan.aggregating_s, rel=1e-4)
     assert times[3] == pytest.approx(4 * plan.round_s, rel=1e-4)
     assert times[3] - times[1] == pytest.approx(times[1], rel=1e-9)  # every period alike
+
+
+@pytest.mark.parametrize(
+    ("scheme", "extra"),
+    [("sl", {}), ("cpsl", {"cluster_size": 2}), ("cpsl", {"cluster_size": 2, "cluster_by": "cut"})],
+)
+def test_a_plan_of_turns_predicts_the_simulated_round(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, scheme: str, extra: dict[str, Any]
+) -> None:
+    """`sl` and `cpsl`: each cluster's hand-off, its steps (first come, first served) and its members' uploads,
+    turn after turn. The fleet's devices train one rank, as these schemes need."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET.replace('lora_rank = "auto"\n', "").replace("lora_rank = 4\n", ""))
+    flags = _flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True, rounds=2, scheme=scheme, **extra)
+    prepared = prepare(build_config(flags={**flags, "padding": "max_length"}))
+    plan = prepared.plan
+    assert plan is not None and plan.policy == "fifo" and plan.aggregating_s is None
+    assert plan.round_s >= plan.lower_bound_s
+    times = [record.sim_time_s for record in execute(prepared).history]
+    assert times[0] == pytest.approx(plan.round_s, rel=1e-4)
+    assert times[1] == pytest.approx(2 * plan.round_s, rel=1e-4)

@@ -18,7 +18,7 @@ from fleettune.fleet.feasibility import GIB
 from fleettune.models.catalog import resolve_model
 from fleettune.models.loading import task_models
 from fleettune.models.stages import Task
-from fleettune.planning import RANK_CANDIDATES, Plan, plan_for_run
+from fleettune.planning import RANK_CANDIDATES, Plan, Turns, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
 from fleettune.runner import cut_wire, local_optimizer, lora_spec, planned_cadence, planned_server
 from fleettune.scheduling import SCHEDULERS
@@ -164,6 +164,11 @@ def _print(result: Plan, fleet: Fleet, model: str, config: RunConfig) -> None:
 
 def _planned_line(result: Plan) -> str:
     cadence = result.cadence
+    if isinstance(cadence, Turns):
+        clusters = "one device a turn" if cadence.cluster_size == 1 else f"clusters of {cadence.cluster_size} by "
+        clusters += "" if cadence.cluster_size == 1 else cadence.cluster_by
+        steps = "" if cadence.local_steps == 1 else f", {cadence.local_steps} steps a turn"
+        return f"planned round ({result.policy}, {clusters}{steps}): {result.round_s * 1e3:.2f} ms"
     if cadence is None or result.aggregating_s is None:
         return f"planned round ({result.policy}), one step: {result.makespan_s * 1e3:.2f} ms"
     every = "every round" if cadence.aggregate_every == 1 else f"every {cadence.aggregate_every} rounds"

@@ -1,13 +1,13 @@
-"""FLOPs of the client and server stages, counted on the real computation and cached by shape."""
+"""FLOPs of the client and server stages, counted on the real computation of a training step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-from peft import LoraConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
@@ -66,6 +66,22 @@ def _trainable(module: nn.Module) -> list[torch.Tensor]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+@contextmanager
+def _training(*stages: nn.Module) -> Iterator[None]:
+    """Train mode, as a training step has it (dropout decides which attention kernel runs, and so the FLOPs),
+    with the global RNG dropout draws from left where it was; each stage's mode is put back after."""
+    modes = [[m.training for m in stage.modules()] for stage in stages]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for stage in stages:
+                stage.train()
+            yield
+    finally:
+        for stage, before in zip(stages, modes, strict=True):
+            for module, training in zip(stage.modules(), before, strict=True):
+                module.training = training
+
+
 def measure_split_flops(
     client: ClientStage,
     server: ServerStage,
@@ -78,60 +94,17 @@ def measure_split_flops(
     The phases run in the step's order: client forward, server forward, server backward (which
     yields the gradient of the cut tensor), client backward driven by that gradient.
     """
-    client_fwd, hidden = _counted(lambda: client(input_ids, attention_mask))  # (B, T, H)
-    received = hidden.detach().requires_grad_(True)  # the server's own copy of the cut tensor
-    server_fwd, loss = _counted(lambda: server(received, attention_mask, labels).loss)
-    # autograd.grad runs the same products as .backward() but leaves every parameter's .grad alone.
-    server_params = _trainable(server)
-    server_bwd, grads = _counted(lambda: torch.autograd.grad(loss, [received, *server_params], allow_unused=True))
-    client_params = _trainable(client)
-    client_bwd = 0
-    if client_params:  # a client with nothing to train sends activations but runs no backward
-        client_bwd = count_flops(
-            lambda: torch.autograd.grad(hidden, client_params, grad_outputs=grads[0], allow_unused=True)
-        )
-    return StageFlops(client_fwd, client_bwd), StageFlops(server_fwd, server_bwd)
-
-
-class FlopCache:
-    """Stage FLOPs by key (role, cut, rank, batch, sequence length ...): each key is counted once.
-
-    FLOPs depend only on shapes, so one measured step stands for every later step of that shape.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[Hashable, StageFlops] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._entries
-
-    def get(self, key: Hashable, count: Callable[[], StageFlops]) -> StageFlops:
-        """The cached FLOPs of `key`, running `count()` only on a miss."""
-        if key not in self._entries:
-            self._entries[key] = count()
-        return self._entries[key]
-
-    def split(
-        self,
-        client: ClientStage,
-        server: ServerStage,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor,
-    ) -> tuple[StageFlops, StageFlops]:
-        """`measure_split_flops`, keyed by ("client"|"server", cut, LoRA rank, batch, seq_len)."""
-        shape = (client.last_layer, _rank(client), *input_ids.shape)
-        client_key, server_key = ("client", *shape), ("server", *shape)
-        if client_key not in self._entries or server_key not in self._entries:
-            measured = measure_split_flops(client, server, input_ids, attention_mask, labels)
-            self._entries[client_key], self._entries[server_key] = measured
-        return self._entries[client_key], self._entries[server_key]
-
-
-def _rank(stage: ClientStage) -> int:
-    config = stage.peft.peft_config[stage.peft.active_adapter]
-    assert isinstance(config, LoraConfig)
-    return int(config.r)
+    with _training(client, server):
+        client_fwd, hidden = _counted(lambda: client(input_ids, attention_mask))  # (B, T, H)
+        received = hidden.detach().requires_grad_(True)  # the server's own copy of the cut tensor
+        server_fwd, loss = _counted(lambda: server(received, attention_mask, labels).loss)
+        # autograd.grad runs the same products as .backward() but leaves every parameter's .grad alone.
+        server_params = _trainable(server)
+        server_bwd, grads = _counted(lambda: torch.autograd.grad(loss, [received, *server_params], allow_unused=True))
+        client_params = _trainable(client)
+        client_bwd = 0
+        if client_params:  # a client with nothing to train sends activations but runs no backward
+            client_bwd = count_flops(
+                lambda: torch.autograd.grad(hidden, client_params, grad_outputs=grads[0], allow_unused=True)
+            )
+        return StageFlops(client_fwd, client_bwd), StageFlops(server_fwd, server_bwd)

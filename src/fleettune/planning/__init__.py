@@ -4,7 +4,7 @@ from fleettune.planning.costs import CutCost, CutCosts, Option, price_option, pr
 from fleettune.planning.for_run import PlannedRun, plan_for_run
 from fleettune.planning.measured import MeasuredCosts
 from fleettune.planning.plan import RANK_CANDIDATES, DevicePlan, Plan, plan_fleet
-from fleettune.planning.rounds import Cadence, RoundTime, round_time
+from fleettune.planning.rounds import Cadence, Rounds, RoundTime, Turns, round_time
 from fleettune.planning.search import PlanScorer, local_search
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "PlanScorer",
     "PlannedRun",
     "RoundTime",
+    "Rounds",
+    "Turns",
     "local_search",
     "plan_fleet",
     "plan_for_run",

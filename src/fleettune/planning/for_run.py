@@ -14,7 +14,7 @@ from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.measured import MeasuredCosts
 from fleettune.planning.plan import RANK_CANDIDATES, Plan, plan_fleet
-from fleettune.planning.rounds import Cadence
+from fleettune.planning.rounds import Rounds
 from fleettune.training import DEFAULT_LOCAL, LocalOptimizer
 
 
@@ -38,7 +38,7 @@ def plan_for_run(
     rank_candidates: Sequence[int] = RANK_CANDIDATES,
     real_tokens: int | None = None,
     local: LocalOptimizer = DEFAULT_LOCAL,
-    cadence: Cadence | None = None,
+    cadence: Rounds = None,
     updates: Codec | None = None,
 ) -> PlannedRun:
     """Plan every device of `fleet` for steps of `batch_size` x `seq_len` tokens sent as `wire`, and with a

@@ -11,7 +11,7 @@ from fleettune.fleet.feasibility import GIB, memory_budget_bytes
 from fleettune.fleet.files import Fleet
 from fleettune.fleet.profiles import Device, Hardware
 from fleettune.planning.costs import CutCosts, Option, price_option
-from fleettune.planning.rounds import Cadence, round_lower_bound
+from fleettune.planning.rounds import Cadence, Rounds, Turns, round_lower_bound
 from fleettune.planning.search import Assignment, PlanScorer, alone_best, local_search
 from fleettune.runtime.sim.clock import StepPhases
 from fleettune.scheduling import server_policy
@@ -51,8 +51,8 @@ class Plan:
     """Every device's plan and its predicted seconds per round under `policy` and `cadence` (None: a round is
     one plain step), beside the best single cut for all (`uniform_cut` None when no cut fits every device),
     the fleet file's own cuts (None when one of them does not fit) and a round no plan can go below under
-    any policy (`planning.rounds`). `makespan_s` is the plan's plain step, `aggregating_s` its step that
-    ends with the adapters' round trip (None without a cadence)."""
+    any policy (`planning.rounds`). `makespan_s` is the plan's plain step (with `Turns`, the round),
+    `aggregating_s` its step that ends with the adapters' round trip (None without a `Cadence`)."""
 
     policy: str
     devices: tuple[DevicePlan, ...]
@@ -62,7 +62,7 @@ class Plan:
     uniform_round_s: float | None
     written_round_s: float | None = None
     lower_bound_s: float = 0.0
-    cadence: Cadence | None = None
+    cadence: Rounds = None
     aggregating_s: float | None = None
 
     @property
@@ -80,10 +80,13 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         cadence = self.cadence
+        turns = cadence if isinstance(cadence, Turns) else None
         return {
             "policy": self.policy,
-            "aggregate_every": None if cadence is None else cadence.aggregate_every,
+            "aggregate_every": cadence.aggregate_every if isinstance(cadence, Cadence) else None,
             "local_steps": None if cadence is None else cadence.local_steps,
+            "cluster_size": None if turns is None else turns.cluster_size,
+            "cluster_by": None if turns is None else turns.cluster_by,
             "round_s": self.round_s,
             "makespan_s": self.makespan_s,
             "aggregating_s": self.aggregating_s,
@@ -197,11 +200,11 @@ def plan_fleet(
     policy: str = "schrage",
     rank_candidates: Sequence[int] = RANK_CANDIDATES,
     switch_s: float = 0.0,
-    cadence: Cadence | None = None,
+    cadence: Rounds = None,
 ) -> Plan:
     """Choose every device's cut to minimise the seconds per round under the server's `policy`: with a
-    `cadence`, the mean over its plain steps and the step that ends with the adapters' round trip; without
-    one, a plain step's makespan.
+    `Cadence`, the mean over its plain steps and the step that ends with the adapters' round trip; with `Turns`,
+    the sum of the clusters' turns; with neither, a plain step's makespan.
 
     A device may take any cut of `costs.cuts` whose client memory fits its budget (all of its memory)
     at its rank: its fleet entry's `lora_rank`, the run's `run_rank` when unset, or for "auto" the
@@ -214,7 +217,7 @@ def plan_fleet(
     server_policy(policy)  # an unknown policy fails before any cost is measured
     candidates = check_rank_candidates(rank_candidates)
     options = [device_options(d, costs, fleet.server, run_rank, candidates, switch_s) for d in fleet.devices]
-    scorer = PlanScorer(options, policy, cadence)
+    scorer = PlanScorer(options, policy, cadence, fleet.devices)
     uniform = _uniform(options, scorer)
     written = _as_written(fleet, options)
     deepest = tuple(len(choices) - 1 for choices in options)
@@ -234,7 +237,7 @@ def plan_fleet(
         uniform_cut=uniform[0] if uniform else None,
         uniform_round_s=scorer(uniform[1])[0] if uniform else None,
         written_round_s=scorer(written)[0] if written else None,
-        lower_bound_s=round_lower_bound(options, cadence),
+        lower_bound_s=round_lower_bound(options, cadence, fleet.devices),
         cadence=cadence,
         aggregating_s=time.aggregating_s,
     )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from fleettune.fleet.profiles import Device
 from fleettune.planning.costs import Option
-from fleettune.planning.rounds import Cadence, RoundTime, alone_round_s, round_time
+from fleettune.planning.rounds import Rounds, RoundTime, Turns, alone_round_s, round_time, turn_members
 from fleettune.scheduling import Policy, server_policy
 
 __all__ = ["Assignment", "Option", "PlanScorer", "Score", "alone_best", "descend", "local_search", "pair_changes"]
@@ -33,19 +34,26 @@ PAIR_LIMIT = 5000
 
 
 class PlanScorer:
-    """Scores of assignments under one scheduling policy (or `SHARING`) and cadence (None: one plain step is the round),
-    each assignment evaluated once."""
+    """Scores of assignments under one scheduling policy (or `SHARING`) and way of making rounds (None: one plain
+    step is the round; `Turns` need the `devices`, in the options' order), each assignment evaluated once."""
 
-    def __init__(self, options: Sequence[Sequence[Option]], policy: str, cadence: Cadence | None = None) -> None:
+    def __init__(
+        self,
+        options: Sequence[Sequence[Option]],
+        policy: str,
+        cadence: Rounds = None,
+        devices: Sequence[Device] | None = None,
+    ) -> None:
         self.options = options
         self.policy: Policy = server_policy(policy)
         self.cadence = cadence
+        self.devices = devices
         self._times: dict[Assignment, RoundTime] = {}
 
     def time(self, assignment: Assignment) -> RoundTime:
         if assignment not in self._times:
             chosen = [self.options[i][k] for i, k in enumerate(assignment)]
-            self._times[assignment] = round_time(chosen, self.policy, self.cadence)
+            self._times[assignment] = round_time(chosen, self.policy, self.cadence, self.devices)
         return self._times[assignment]
 
     def __call__(self, assignment: Assignment) -> Score:
@@ -108,19 +116,58 @@ def _first_better_pair(current: Assignment, scorer: PlanScorer) -> Assignment | 
     return None
 
 
+def _groups(current: Assignment, scorer: PlanScorer) -> list[list[int]]:
+    """Devices that may move together: those that share a cut and, with `Turns`, each cluster."""
+    options = scorer.options
+    by_cut: dict[int, list[int]] = {}
+    for i, k in enumerate(current):
+        by_cut.setdefault(options[i][k].cut, []).append(i)
+    groups = list(by_cut.values())
+    if isinstance(scorer.cadence, Turns) and scorer.devices is not None:
+        chosen = [options[i][k] for i, k in enumerate(current)]
+        groups += [g for g in turn_members(chosen, scorer.cadence, scorer.devices) if g not in groups]
+    return groups
+
+
+def _first_better_group(current: Assignment, scorer: PlanScorer) -> Assignment | None:
+    """The first change that lowers the score among moves of a group (`_groups`) to another cut, and swaps of
+    the cuts of two groups that each share one (each device to its first option at its new cut; a change some
+    device has no option for is skipped)."""
+    options = scorer.options
+    current_score = scorer(current)
+    at = [{o.cut: k for k, o in reversed(list(enumerate(device)))} for device in options]  # first option per cut
+    every = sorted({cut for device in at for cut in device})
+    groups = _groups(current, scorer)
+    cut_of = [options[g[0]][current[g[0]]].cut for g in groups]  # every member of a group shares this cut
+    changes: list[dict[int, int]] = [
+        {i: b for i in g} for g, a in zip(groups, cut_of, strict=True) for b in every if b != a
+    ]
+    for (g, a), (h, b) in itertools.combinations(zip(groups, cut_of, strict=True), 2):
+        if a != b:
+            changes.append({**{i: b for i in g}, **{i: a for i in h}})
+    for change in changes:
+        candidate = tuple(at[i].get(change[i], -1) if i in change else k for i, k in enumerate(current))
+        if -1 not in candidate and _better(scorer(candidate), current_score):
+            return candidate
+    return None
+
+
 def descend(start: Assignment, scorer: PlanScorer) -> Assignment:
-    """Single-device descent from `start`; then, when the fleet has at most `PAIR_LIMIT` two-device
-    changes, the first of those that improves and single-device descent again, until none improves.
+    """Single-device descent from `start`; then, while one improves, the first improving two-device change
+    (when the fleet has at most `PAIR_LIMIT` of them) or group change (`_first_better_group`), each followed
+    by single-device descent again.
 
     Two-device changes let one device move deeper while another moves shallower, which no single
-    change can do without first making the step longer.
+    change can do without first making the step longer. Group changes move a whole cluster when clusters are
+    made of the devices that share a cut, which a change of one device (splitting the cluster) would not.
     """
     current = _single_moves(start, scorer)
-    if pair_changes(scorer.options) > PAIR_LIMIT:
-        return current
-    while (better := _first_better_pair(current, scorer)) is not None:
+    pairs = pair_changes(scorer.options) <= PAIR_LIMIT
+    while True:
+        better = (_first_better_pair(current, scorer) if pairs else None) or _first_better_group(current, scorer)
+        if better is None:
+            return current
         current = _single_moves(better, scorer)
-    return current
 
 
 def local_search(starts: Sequence[Assignment], scorer: PlanScorer) -> Assignment:
@@ -131,6 +178,6 @@ def local_search(starts: Sequence[Assignment], scorer: PlanScorer) -> Assignment
     return min(optima, key=lambda assignment: (scorer(assignment), optima.index(assignment)))
 
 
-def alone_best(options: Sequence[Sequence[Option]], cadence: Cadence | None = None) -> Assignment:
+def alone_best(options: Sequence[Sequence[Option]], cadence: Rounds = None) -> Assignment:
     """Each device's best option if it had the server to itself: least seconds per round (ties: the first)."""
     return tuple(min(range(len(device)), key=lambda k: (alone_round_s(device[k], cadence), k)) for device in options)
