@@ -1,7 +1,7 @@
 """Fewer bytes at the cut: codecs and unpadding in real runs, a loaded server's schedulers, the planner.
 
     python benchmarks/communication/run.py --out benchmarks/communication/results \\
-        --baseline benchmarks/casestudy/results/minilm-lr1e-3/mesfl/report.json
+        --baseline benchmarks/communication/results/codecs/fp32-padded/report.json
 
 Three parts, each written to its own JSON in --out (and summarised in summary.json):
 
@@ -9,7 +9,7 @@ Three parts, each written to its own JSON in --out (and summarised in summary.js
   cut tensors padded to 128 tokens, lr 1e-3, target 0.89) with each cut codec, with and without
   unpadding. Per setting: cut bytes per step (both directions, from the runs' ledgers), virtual time
   per round, rounds and virtual time to 0.89 and the accuracy, next to fp32 padded. --baseline reuses
-  an existing fp32-padded report of the same settings (the case study's) instead of running it again.
+  an existing fp32-padded report of the same settings and clock instead of running it again.
 * `schedulers`: one step of 60 fast devices (phones and Jetson Orins) at 1 Gbps sending int8 unpadded
   cut tensors of CARER-length texts, so that the server is the bottleneck; every ordering policy.
 * `planner`: `fleettune plan`'s search on generated 20-device fleets against the best uniform cut, for
