@@ -117,15 +117,17 @@ def _first_better_pair(current: Assignment, scorer: PlanScorer) -> Assignment | 
 
 
 def _groups(current: Assignment, scorer: PlanScorer) -> list[list[int]]:
-    """Devices that may move together: those that share a cut and, with `Turns`, each cluster."""
+    """Devices that may move together: those that share a cut and, in turns by cut, each cluster (whose members
+    share a cut too)."""
     options = scorer.options
     by_cut: dict[int, list[int]] = {}
     for i, k in enumerate(current):
         by_cut.setdefault(options[i][k].cut, []).append(i)
     groups = list(by_cut.values())
-    if isinstance(scorer.cadence, Turns) and scorer.devices is not None:
+    turns = scorer.cadence
+    if isinstance(turns, Turns) and turns.cluster_by == "cut" and scorer.devices is not None:
         chosen = [options[i][k] for i, k in enumerate(current)]
-        groups += [g for g in turn_members(chosen, scorer.cadence, scorer.devices) if g not in groups]
+        groups += [g for g in turn_members(chosen, turns, scorer.devices) if g not in groups]
     return groups
 
 
