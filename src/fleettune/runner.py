@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -25,7 +25,7 @@ from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
-from fleettune.planning import Cadence, Plan, Rounds, Turns, plan_for_run
+from fleettune.planning import RANK_CANDIDATES, Cadence, Plan, Rounds, Turns, plan_for_run
 from fleettune.privacy.accounting import calibrate_noise
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.leakage.report import run_assessed
@@ -181,6 +181,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
             wire,
             policy,
             switch_s,
+            rank_candidates=planned_rank_candidates(config, lora.rank),
             local=local_opt,
             cadence=planned_cadence(config),
             updates=parse_update_codec(config.compression.updates),
@@ -467,6 +468,14 @@ def planned_server(config: RunConfig) -> tuple[str, float | None]:
     if config.scheme in ("sl", "cpsl"):
         return "fifo", 0.0
     return config.scheduler, None if config.switch_ms is None else config.switch_ms / 1000
+
+
+def planned_rank_candidates(
+    config: RunConfig, run_rank: int, candidates: Sequence[int] = RANK_CANDIDATES
+) -> tuple[int, ...]:
+    """The ranks a `lora_rank = "auto"` device may be planned at: `candidates` where the scheme combines adapters
+    of different ranks, else the run's rank alone (any other would make the run refuse the plan)."""
+    return tuple(candidates) if config.scheme in MIXED_RANK_SCHEMES else (run_rank,)
 
 
 def planned_cadence(config: RunConfig) -> Rounds:

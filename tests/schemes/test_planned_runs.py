@@ -126,3 +126,15 @@ def test_a_plan_of_turns_predicts_the_simulated_round(
     times = [record.sim_time_s for record in execute(prepared).history]
     assert times[0] == pytest.approx(plan.round_s, rel=1e-4)
     assert times[1] == pytest.approx(2 * plan.round_s, rel=1e-4)
+
+
+def test_auto_ranks_are_the_runs_rank_where_the_scheme_cannot_mix_them(
+    tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """`cpsl` hands one adapter on, so an "auto" device is planned at the run's rank and the run accepts the plan."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET.replace("lora_rank = 4\n", ""))
+    flags = _flags(tiny_model_dir, tiny_data_dir, fleet, plan_cuts=True, scheme="cpsl", rounds=1)
+    prepared = prepare(build_config(flags=flags))
+    assert prepared.plan is not None and {d.rank for d in prepared.plan.devices} == {4}
+    assert len(execute(prepared).history) == 1

@@ -20,7 +20,14 @@ from fleettune.models.loading import task_models
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, Turns, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
-from fleettune.runner import cut_wire, local_optimizer, lora_spec, planned_cadence, planned_server
+from fleettune.runner import (
+    cut_wire,
+    local_optimizer,
+    lora_spec,
+    planned_cadence,
+    planned_rank_candidates,
+    planned_server,
+)
 from fleettune.scheduling import SCHEDULERS
 
 Opt = typer.Option
@@ -44,7 +51,9 @@ def plan(
         int | None,
         Opt("--aggregate-every", help="Rounds between the aggregations planned for (default 1)."),
     ] = None,
-    ranks: Annotated[str, Opt(help='Candidate ranks for lora_rank = "auto" devices, comma-separated.')] = DEFAULT_RANKS,
+    ranks: Annotated[
+        str, Opt(help='Candidate ranks for lora_rank = "auto" devices, comma-separated (mesfl, splitfed).')
+    ] = DEFAULT_RANKS,
     real_tokens: Annotated[
         int | None, Opt("--real-tokens", help="Real (unpadded) tokens per sequence; default: all.")
     ] = None,
@@ -64,7 +73,7 @@ def plan(
     checked = build_config(flags=flags, overrides=overrides)
     if checked.scheduler not in SCHEDULERS:
         raise ConfigError(f"policy: unknown policy {checked.scheduler!r}; expected one of: {', '.join(SCHEDULERS)}")
-    candidates = check_rank_candidates(_parse_ranks(ranks))
+    candidates = planned_rank_candidates(checked, lora_spec(checked).rank, check_rank_candidates(_parse_ranks(ranks)))
     if real_tokens is not None and not 1 <= real_tokens <= checked.max_length:
         raise ConfigError(f"--real-tokens: expected 1..{checked.max_length} (the max length), got {real_tokens}")
     devices = load_fleet(checked.fleet)
