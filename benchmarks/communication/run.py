@@ -40,7 +40,7 @@ from fleettune.models.stages import Task
 from fleettune.planning import MeasuredCosts, plan_fleet
 from fleettune.planning.step import fleet_step_phases
 from fleettune.report import finished_report, round_to_target
-from fleettune.scheduling import Job, compare_policies, processor_sharing
+from fleettune.scheduling import Job, compare_policies, sharing_schedule
 
 DEFAULT_DATA = "../shared/data/carer"  # run from the repository root, with ../shared beside it
 TARGET = 0.89
@@ -171,8 +171,7 @@ def run_schedulers(real_tokens: int) -> dict[str, Any]:
     makespans = compare_policies(jobs)
     solve_s = time.perf_counter() - started
     shared = [Job(p.client, p.release_s, p.server_s, p.tail_s) for p in phases]
-    done = processor_sharing(shared)
-    makespans["processor sharing (splitfed)"] = max(done[j.id] + j.tail_s for j in shared)
+    makespans["processor sharing (splitfed)"] = sharing_schedule(shared).makespan_s
     best = makespans["optimal"]
     busy = sum(j.processing_s for j in jobs)
     return {

@@ -22,7 +22,7 @@ from fleettune.models.loading import task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
-from fleettune.scheduling import Job, compare_policies, processor_sharing
+from fleettune.scheduling import Job, compare_policies, sharing_schedule
 
 BATCH, LENGTH = 16, 128
 
@@ -50,8 +50,7 @@ def price(fleet: Fleet, model: str) -> dict[str, Any]:
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)
     shared = [Job(p.client, p.release_s, p.server_s, p.tail_s) for p in phases]
-    done = processor_sharing(shared)
-    makespans["processor sharing (splitfed)"] = max(done[j.id] + j.tail_s for j in shared)
+    makespans["processor sharing (splitfed)"] = sharing_schedule(shared).makespan_s
     optimal = makespans["optimal"]
     busy = sum(j.processing_s for j in jobs)
     return {

@@ -36,6 +36,7 @@ from fleettune.schemes import SCHEMES, ClientData, RunSetup, SchemeResult, Train
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.evaluator import Evaluator
 from fleettune.schemes.fl import clients_per_round
+from fleettune.schemes.split.sequential import TURN_POLICY
 from fleettune.security.attacks import DATA_ATTACKS, UPDATE_ATTACKS, DataAttack, UpdateAttack, choose_malicious
 from fleettune.training import LocalOptimizer
 
@@ -466,7 +467,7 @@ def planned_server(config: RunConfig) -> tuple[str, float | None]:
     if config.scheme == "splitfed":
         return SHARING, 0.0
     if config.scheme in ("sl", "cpsl"):
-        return "fifo", 0.0
+        return TURN_POLICY, 0.0
     return config.scheduler, None if config.switch_ms is None else config.switch_ms / 1000
 
 

@@ -17,7 +17,7 @@ from fleettune.models.loading import task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
-from fleettune.scheduling import SCHEDULERS, Job, compare_policies, processor_sharing
+from fleettune.scheduling import SCHEDULERS, Job, compare_policies, sharing_schedule
 
 Opt = typer.Option
 
@@ -48,8 +48,7 @@ def schedule(
     optimal = makespans["optimal"]
     # SplitFed-V1's server copies share the server instead (no adapter switch): for comparison.
     copies = [Job(p.client, p.release_s, p.server_s, p.tail_s) for p in phases]
-    done = processor_sharing(copies)
-    sharing = max(done[job.id] + job.tail_s for job in copies)
+    sharing = sharing_schedule(copies).makespan_s
     console = Console()
     devices_table = Table(title=f"{devices.name} on {source.name}: one step, batch {batch_size} x {max_length} tokens")
     for column in ("device", "cut", "release r (ms)", "server p (ms)", "tail q (ms)"):

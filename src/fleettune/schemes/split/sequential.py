@@ -60,8 +60,11 @@ def turn_clusters(clients: Sequence[Party], size: int, by: str = "speed") -> lis
     return clusters
 
 
+TURN_POLICY = "fifo"  # the one shared adapter serves a turn's members first come, first served
+
+
 def _fifo(phases: Sequence[StepPhases], round_index: int, t0: float) -> Timeline:
-    return one_server_step(phases, "fifo", round_index, t0)
+    return one_server_step(phases, TURN_POLICY, round_index, t0)
 
 
 class _TurnServer:
