@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fleettune.cli.main import main
 from tests.cli.invoke import run_cli
@@ -40,6 +41,9 @@ def fl_report(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> di
 def test_fl_report_has_every_contract_key(fl_report: dict) -> None:
     assert fl_report.keys() >= TOP_KEYS
     assert fl_report["scheme"] == "fl" and fl_report["model"]["layers"] == 6
+    runtime = fl_report["runtime"]
+    assert runtime["torch"] == torch.__version__ and runtime["torch_threads"] == torch.get_num_threads() >= 1
+    assert runtime["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert fl_report["dataset"]["train_samples"] == 200 and len(fl_report["dataset"]["labels"]) == 6
     assert [r["round"] for r in fl_report["history"]] == [1, 2]
     assert set(fl_report["history"][0]) == {

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fleettune import __version__
 from fleettune.aggregation.policy import AggregationNote, DpSpec, PolicySpec
@@ -119,6 +122,19 @@ def security_section(config: RunConfig, spec: PolicySpec, notes: list[Aggregatio
     }
 
 
+def runtime_section() -> dict[str, Any]:
+    """What decides a run's floating-point results besides its config: library versions, the number of
+    threads torch splits a reduction over, and the CPU kernel family it dispatches to. The same code and
+    config repeat a run bit for bit only with these the same."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+    }
+
+
 def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float) -> dict[str, Any]:
     config = prepared.config
     fleet = prepared.fleet
@@ -127,6 +143,7 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
     reached = _at_target(result.history, config.target_accuracy)
     return {
         "fleettune_version": __version__,
+        "runtime": runtime_section(),
         "scheme": config.scheme,
         "seed": config.seed,
         "config": resolved_dict(config),
