@@ -66,7 +66,7 @@ def _fleet_for(config: RunConfig) -> Fleet:
     if config.clients is not None:
         fleet = fleet.resized(config.clients)
     if config.cut_layer is not None:
-        fleet = replace(fleet, devices=tuple(replace(d, cut_layer=config.cut_layer) for d in fleet.devices))
+        fleet = fleet.with_cut(config.cut_layer)
     if config.availability is not None:
         chance = config.availability
         fleet = replace(

@@ -29,7 +29,7 @@ def test_devices_are_non_server_catalogue_kinds_with_unique_ids(n: int, seed: in
         assert device.hardware == CATALOG[device.hardware.kind]
         assert device.hardware.kind not in SERVER_KINDS
         assert device.id == f"{device.hardware.kind}-{i}"
-        assert device.cut_layer == "auto"
+        assert device.cut_layer == 1  # as a fleet file's default; "auto" only when asked for
 
 
 def test_default_kinds_are_every_device_kind_of_the_catalogue() -> None:
@@ -42,6 +42,10 @@ def test_kinds_restrict_the_draw() -> None:
     fleet = generate_fleet(30, seed=1, kinds=["jetson-nano", "apple-m3"], cut_layer=2)
     assert {d.hardware.kind for d in fleet.devices} == {"jetson-nano", "apple-m3"}
     assert all(d.cut_layer == 2 for d in fleet.devices)
+
+
+def test_auto_cuts_when_asked_for() -> None:
+    assert {d.cut_layer for d in generate_fleet(5, seed=0, cut_layer="auto").devices} == {"auto"}
 
 
 def test_fixed_rates_are_used_as_given() -> None:

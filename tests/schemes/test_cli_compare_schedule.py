@@ -92,6 +92,16 @@ def test_schedule_prints_each_policy_and_the_bound(tiny_model_dir: Path, capsys)
         assert word in out
 
 
+def test_schedule_cut_layer_puts_every_device_at_that_cut(tiny_model_dir: Path, capsys) -> None:
+    argv = ["schedule", "--fleet", "paper6", "--model", str(tiny_model_dir), "--max-length", "16", "--batch-size", "4"]
+    main([*argv, "--cut-layer", "2"])
+    rows = [line.split("│") for line in capsys.readouterr().out.splitlines() if "│ jetson" in line or "│ apple" in line]
+    assert len(rows) == 4 and {row[2].strip() for row in rows} == {"2"}
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--cut-layer", "0"])
+    assert info.value.code == 2 and "cut_layer" in capsys.readouterr().err
+
+
 def test_run_logs_a_line_per_evaluation_when_not_on_a_terminal(
     tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
 ) -> None:

@@ -29,9 +29,13 @@ def schedule(
     batch_size: Annotated[int, Opt("--batch-size")] = 16,
     max_length: Annotated[int, Opt("--max-length", help="Tokens per sequence (a full, unpadded batch).")] = 128,
     lora_rank: Annotated[int, Opt("--lora-rank")] = 16,
+    cut_layer: Annotated[int | None, Opt("--cut-layer", help="One cut layer for every device.")] = None,
 ) -> None:
     """Print one step's makespan under each policy, the preemptive lower bound, and ratios to optimal."""
-    checked = build_config(flags={"batch_size": batch_size, "max_length": max_length, "lora.rank": lora_rank})
+    flags: dict[str, object] = {"batch_size": batch_size, "max_length": max_length, "lora.rank": lora_rank}
+    if cut_layer is not None:
+        flags["cut_layer"] = cut_layer
+    checked = build_config(flags=flags)
     policies = SCHEDULERS.names() if policy == "all" else [policy]
     for name in policies:
         if name not in SCHEDULERS:
@@ -41,7 +45,8 @@ def schedule(
     lora = LoraSpec(rank=checked.lora.rank)
     num_layers = int(new_model().config.num_hidden_layers)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)
-    devices = resolve_fleet_cuts(load_fleet(fleet), num_layers, memory.of_cut(batch_size, max_length))
+    chosen = load_fleet(fleet) if checked.cut_layer is None else load_fleet(fleet).with_cut(checked.cut_layer)
+    devices = resolve_fleet_cuts(chosen, num_layers, memory.of_cut(batch_size, max_length))
     phases = fleet_step_phases(devices, new_model, lora, Task.CLASSIFICATION, batch_size, max_length)
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)

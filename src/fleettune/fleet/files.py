@@ -94,6 +94,10 @@ class Fleet:
         devices = tuple(replace(d, id=f"{d.id}-{i}") for i, d in enumerate(cycle))
         return Fleet(f"{self.name}x{count}", self.server, devices)
 
+    def with_cut(self, cut_layer: int | str) -> Fleet:
+        """Every device at `cut_layer` (an integer >= 1, or "auto")."""
+        return replace(self, devices=tuple(replace(d, cut_layer=cut_layer) for d in self.devices))
+
 
 def parse_fleet(tree: dict[str, Any], source: str, base: Path | None = None) -> Fleet:
     """A fleet from a parsed TOML tree; availability traces are read relative to `base` (default: the

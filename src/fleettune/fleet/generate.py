@@ -39,11 +39,15 @@ def generate_fleet(
     uplink_mbps: Rate = 100.0,
     downlink_mbps: Rate = 100.0,
     latency_ms: float = 5.0,
-    cut_layer: int | str = "auto",
+    cut_layer: int | str = 1,
 ) -> Fleet:
     """`n` devices of kinds drawn uniformly from `kinds` (default: every non-server kind), ids
     "{kind}-{i}"; a range for a link rate draws each device's rate uniformly from it. The same
-    arguments give the same fleet."""
+    arguments give the same fleet.
+
+    Every device starts at `cut_layer`: by default 1, as in a fleet file. Not "auto" (the deepest cut
+    that fits): on a drawn mix that puts a Raspberry Pi 4 five MiniLM layers deep, and its step bounds
+    everyone's. `fleettune plan` or `plan_cuts` chooses cuts per device."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise FleetError(f"generated fleet: n (the number of devices) must be an integer >= 1, got {n!r}")
     pool = list(kinds) if kinds is not None else device_kinds()
