@@ -129,14 +129,36 @@ def _client_sampling(config: RunConfig) -> str:
     return "poisson" if dp_on_a_sample else "fixed"
 
 
-def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = None) -> PreparedRun:
-    """Everything a scheme needs, with every input checked before any training starts."""
+def check_config(config: RunConfig) -> None:
+    """The refusals the config alone decides, before any data, model or fleet is loaded. `compare` checks every
+    scheme's config with it before it trains the first."""
     if config.scheme not in SCHEMES:
         raise ConfigError(f"scheme: unknown scheme {config.scheme!r}; expected one of: {', '.join(SCHEMES)}")
     if config.scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler: unknown policy {config.scheduler!r}; expected one of: {', '.join(SCHEDULERS)}")
-    client_privacy = _client_privacy(config)
+    _client_privacy(config)
     _check_secure(config)
+    if config.privacy.inversion_samples and config.scheme not in SPLIT_SCHEMES:
+        raise ConfigError(
+            f"privacy.inversion_samples: scheme {config.scheme} sends no cut activations; expected a split scheme"
+        )
+    if config.plan_cuts and config.scheme not in SPLIT_SCHEMES:
+        raise ConfigError(f"plan_cuts: scheme {config.scheme} has no cut layers; expected a split scheme")
+    server_opt = config.server_optimizer.name != "none"
+    if (config.privacy.enabled or not config.security.default or server_opt) and config.scheme not in SAFEGUARD_SCHEMES:
+        what = "server_optimizer applies" if server_opt else "privacy and security options apply"
+        raise ConfigError(
+            f"{what} to aggregation, which scheme {config.scheme} does not do over "
+            f"whole adapters; expected one of {', '.join(SAFEGUARD_SCHEMES)}"
+        )
+    if config.security.aggregator == "normbound" and config.privacy.dp_clip is None:
+        raise ConfigError("security.aggregator normbound needs privacy.dp_clip (the update norm bound)")
+
+
+def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = None) -> PreparedRun:
+    """Everything a scheme needs, with every input checked before any training starts."""
+    check_config(config)
+    client_privacy = _client_privacy(config)
     fleet = _fleet_for(config)
     dataset = load_dataset(
         config.dataset,
@@ -163,13 +185,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     lora = lora_spec(config)
     local_opt = local_optimizer(config)
     planned = None
-    if config.privacy.inversion_samples and config.scheme not in SPLIT_SCHEMES:
-        raise ConfigError(
-            f"privacy.inversion_samples: scheme {config.scheme} sends no cut activations; expected a split scheme"
-        )
     if config.plan_cuts:
-        if config.scheme not in SPLIT_SCHEMES:
-            raise ConfigError(f"plan_cuts: scheme {config.scheme} has no cut layers; expected a split scheme")
         policy, switch_s = planned_server(config)
         wire = cut_wire(config)
         planned = plan_for_run(
@@ -274,18 +290,10 @@ def _safeguards(config: RunConfig, client_ids: list[str], plan: TrainingPlan, ra
     server_opt = _server_opt(config, plan)
     if not privacy.enabled and security.default and server_opt is None:
         return PolicySpec()
-    if config.scheme not in SAFEGUARD_SCHEMES:
-        what = "privacy and security options apply" if server_opt is None else "server_optimizer applies"
-        raise ConfigError(
-            f"{what} to aggregation, which scheme {config.scheme} does not do over "
-            f"whole adapters; expected one of {', '.join(SAFEGUARD_SCHEMES)}"
-        )
     if len(set(ranks.values())) > 1 and (privacy.enabled or security.aggregator != "fedavg" or server_opt):
         raise ConfigError(
             "privacy, robust aggregation and server optimizers need one LoRA rank for every device, not mixed ranks"
         )
-    if security.aggregator == "normbound" and privacy.dp_clip is None:
-        raise ConfigError("security.aggregator normbound needs privacy.dp_clip (the update norm bound)")
     per_round = clients_per_round(len(client_ids), plan.client_fraction) if config.scheme == "fl" else len(client_ids)
     dp = None
     if privacy.dp_clip is not None:

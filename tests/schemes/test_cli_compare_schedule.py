@@ -73,6 +73,24 @@ def test_compare_reuse_refuses_a_report_of_another_configuration(
     assert not (tmp_path / "mesfl").exists()
 
 
+@pytest.mark.parametrize(
+    ("schemes", "extra", "message"),
+    [
+        ("mesfl,bogus", [], "scheme: unknown scheme 'bogus'"),
+        ("mesfl,sl", ["--set", "server_optimizer.name=fedavgm"], "which scheme sl does not do"),
+        ("mesfl,fl", ["--set", "plan_cuts=true"], "plan_cuts: scheme fl has no cut layers"),
+    ],
+)
+def test_compare_checks_every_schemes_config_before_training_any(
+    schemes: str, extra: list[str], message: str, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--schemes", schemes, *_argv(tiny_model_dir, tiny_data_dir), *extra, "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "mesfl").exists()  # listed first, yet never trained
+
+
 def test_reuse_is_for_compare(tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["run", *_argv(tiny_model_dir, tiny_data_dir), "--reuse", "--out", str(tmp_path)])

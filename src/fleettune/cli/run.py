@@ -20,7 +20,7 @@ from fleettune.report.adapter_file import save_adapter
 from fleettune.report.comparison import comparison
 from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
 from fleettune.report.summary import print_summary
-from fleettune.runner import execute, prepare
+from fleettune.runner import check_config, execute, prepare
 from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.stop import stop_on_interrupt
 
@@ -222,6 +222,8 @@ def compare_schemes(
     """Each scheme on the same model, data, partition, fleet and seed; then comparison.json and plots. With
     `reuse`, a scheme whose finished report `out` already holds, made with the same config, is not trained again."""
     configs = {name: build_config(config, {**flags, "scheme": name}, overrides) for name in names}
+    for resolved in configs.values():  # a config one scheme refuses stops the command before any scheme trains
+        check_config(resolved)
     # Every folder is checked before anything trains: a report of another configuration stops the command first.
     found = {name: finished_report_of(resolved, out / name) for name, resolved in configs.items()} if reuse else {}
     reports: dict[str, dict[str, Any]] = {}
