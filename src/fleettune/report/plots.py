@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and devices
 import matplotlib.pyplot as plt
+
+from fleettune.runtime.events import Activity
 
 MIB = 2**20
 COLORS = {
@@ -64,8 +67,18 @@ def accuracy_over_time(reports: dict[str, dict[str, Any]], target: float | None,
     return path
 
 
+def gantt_row(event: dict[str, Any], parties: Collection[str]) -> str:
+    """The row an event is drawn on: its party's, but a job's wait in the server's queue on its device's row."""
+    client = event.get("client")
+    if event["activity"] == Activity.SERVER_QUEUE.value and client in parties:
+        return str(client)
+    return str(event["party"])
+
+
 def round_gantt(timeline: list[dict[str, Any]], round_number: int, title: str, path: Path) -> Path:
-    """Who computes and transfers when in one round: one row per party."""
+    """Who computes and transfers when in one round: one row per party. A job's wait in the server's queue
+    is drawn on its device's row (`gantt_row`): on the server's row the waits of queued jobs would overlap,
+    and hide, the work the server does meanwhile."""
     events = [e for e in timeline if e["round"] == round_number]
     parties = [*sorted({e["party"] for e in events} - {"server"}), "server"]
     rows = {party: i for i, party in enumerate(parties)}
@@ -75,8 +88,9 @@ def round_gantt(timeline: list[dict[str, Any]], round_number: int, title: str, p
         activity = e["activity"]
         label = activity if activity not in seen else None
         seen.add(activity)
+        row = gantt_row(e, rows)
         ax.barh(
-            rows[e["party"]], e["end_s"] - e["start_s"], left=e["start_s"], color=COLORS.get(activity, "#999999"),
+            rows[row], e["end_s"] - e["start_s"], left=e["start_s"], color=COLORS.get(activity, "#999999"),
             edgecolor="white", label=label,
         )  # fmt: skip
     ax.set_yticks(range(len(parties)), parties)
