@@ -28,7 +28,7 @@ _PARTITION = re.compile(r"^(iid|natural|(dirichlet|quantity):(\d+(\.\d*)?|\.\d+)
 
 
 class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rank: int = Field(16, ge=1)
     alpha: float = Field(32.0, gt=0)
@@ -50,7 +50,7 @@ def _codec_spec(key: str, spec: str, parse: Callable[[str, str], object]) -> str
 class CompressionSettings(BaseModel):
     """Codecs of what crosses the network: cut tensors each way (and unpadding), aggregation updates."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     activations: str = "fp32"
     gradients: str = "fp32"
@@ -76,7 +76,7 @@ class PrivacySettings(BaseModel):
     own parameters with DP-SGD, `secure_aggregation` hides single adapters from the server (docs/privacy.md).
     The `*_samples` settings run leakage attacks on the final model after training (0: off)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dp_noise: float | None = None  # the noise multiplier sigma (noise std = sigma * dp_clip on the sum)
     dp_clip: float | None = None  # the L2 bound C of each client's update
@@ -158,7 +158,7 @@ class PrivacySettings(BaseModel):
 class SecuritySettings(BaseModel):
     """The robust aggregation rule and the simulated attack (malicious clients chosen from the seed)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     aggregator: str = "fedavg"
     byzantine: int = Field(0, ge=0)  # f: attackers Krum, Multi-Krum and Bulyan assume
@@ -222,7 +222,7 @@ class ServerOptimizerSettings(BaseModel):
     """How the server applies each aggregation's mean update (`fleettune.aggregation.server_opt`): `none` is
     FedAvg (the mean replaces the global adapter)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "none"
     lr: float | None = Field(None, gt=0, allow_inf_nan=False)  # None: 1 for fedavgm, the run's lr for the adaptive
@@ -245,7 +245,7 @@ class ServerOptimizerSettings(BaseModel):
 class RunConfig(BaseModel):
     """Everything a run needs; unknown keys and bad values are errors naming the field."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     scheme: str = "mesfl"
     model: str = "minilm"
@@ -294,7 +294,7 @@ class RunConfig(BaseModel):
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     eval_every: int = Field(1, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
 
     @field_validator("partition")
     @classmethod
@@ -331,14 +331,21 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """The parsed TOML file at `path`; `what` names it in errors ("config file", "fleet file")."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; expected a TOML file")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read ({exc.strerror}); expected a readable TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); expected a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
 def build_config(

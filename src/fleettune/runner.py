@@ -22,7 +22,7 @@ from fleettune.fleet import Fleet, load_fleet
 from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
 from fleettune.messages import CutWire
 from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
-from fleettune.models.loading import load_task_model
+from fleettune.models.loading import check_max_length, load_task_model
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Cadence, Plan, Rounds, Turns, plan_for_run
@@ -170,6 +170,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     train = limit(dataset.train, config.max_train_samples, config.seed)
     test = limit(dataset.test, config.max_eval_samples, config.seed)
     source = resolve_model(config.model)
+    check_max_length(source, config.max_length)
     tokenizer = load_tokenizer(source)
     new_model: Callable[[], PreTrainedModel] = partial(
         load_task_model,

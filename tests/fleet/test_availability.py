@@ -62,6 +62,7 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path, entry: str, needle: st
         ("1,a,yes\n", "line 1: online must be 0 or 1"),
         ("1,a,1\n1,zed,0\n", "line 2: device 'zed' is not in the fleet"),
         ("1,a,1\n1,a,0\n", "line 2: round 1 of device 'a' is listed twice"),
+        ("\u00b2,a,0\n", "line 1: round must be an integer >= 1"),  # a digit to str.isdigit, not to int()
     ],
 )
 def test_malformed_traces_name_the_file_and_line(tmp_path: Path, rows: str, needle: str) -> None:
@@ -69,3 +70,9 @@ def test_malformed_traces_name_the_file_and_line(tmp_path: Path, rows: str, need
     with pytest.raises(FleetError, match=needle) as caught:
         load_fleet(_fleet(tmp_path, 'availability_trace = "t.csv"'))
     assert "t.csv" in str(caught.value)
+
+
+def test_a_trace_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_bytes(b"1,a,\xff\n")
+    with pytest.raises(FleetError, match=r"t\.csv is not UTF-8 text \(byte 4\); expected a CSV file"):
+        load_fleet(_fleet(tmp_path, 'availability_trace = "t.csv"'))

@@ -9,9 +9,10 @@ import warnings
 import typer
 
 try:  # typer >= 0.20 vendors its own click
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover
     from click import ClickException  # type: ignore[assignment]
+    from click.exceptions import NoArgsIsHelpError  # type: ignore[assignment]
 
 from fleettune.errors import FleettuneError, RunInterrupted
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         command.main(args=argv, prog_name="fleettune", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except NoArgsIsHelpError:  # the help above lists the commands
+        _fail("expected a command (run, compare, schedule, plan, ...); see the list above", 2)
     except ClickException as exc:  # bad flags: click's own message, on one line
         _fail(exc.format_message(), 2)
     except (typer.Abort, KeyboardInterrupt):

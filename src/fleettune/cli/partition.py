@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleettune.cli.paths import check_output_dir
 from fleettune.config import build_config
 from fleettune.runner import prepare
 from fleettune.runtime.net.trial import write_device_folders
@@ -22,6 +23,7 @@ def partition(
 ) -> None:
     """Split a run's training data among its fleet's devices (as `run` would) into one folder per device:
     the `--data-dir` of each `fleettune join` when a deployment is tried on data you hold in one place."""
+    check_output_dir(out)
     prepared = prepare(build_config(config, {}, overrides))
     folders = write_device_folders(prepared, out)
     console = Console()

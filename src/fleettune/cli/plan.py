@@ -10,17 +10,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fleettune.cli.paths import check_output_dir
 from fleettune.compression.specs import parse_update_codec
 from fleettune.config import RunConfig, build_config
 from fleettune.errors import ConfigError
 from fleettune.fleet import Fleet, load_fleet
 from fleettune.fleet.feasibility import GIB
 from fleettune.models.catalog import resolve_model
-from fleettune.models.loading import task_models
+from fleettune.models.loading import check_max_length, task_models
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, Turns, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
 from fleettune.runner import (
+    SPLIT_SCHEMES,
+    check_config,
     cut_wire,
     local_optimizer,
     lora_spec,
@@ -73,6 +76,15 @@ def plan(
     checked = build_config(flags=flags, overrides=overrides)
     if checked.scheduler not in SCHEDULERS:
         raise ConfigError(f"policy: unknown policy {checked.scheduler!r}; expected one of: {', '.join(SCHEDULERS)}")
+    check_config(checked)
+    if checked.scheme not in SPLIT_SCHEMES:
+        raise ConfigError(
+            f"scheme: {checked.scheme} has no cut layers to plan; expected one of {', '.join(SPLIT_SCHEMES)}"
+        )
+    if json_out is not None:
+        if json_out.is_dir():
+            raise ConfigError(f"--json {json_out}: is a directory; expected a file name")
+        check_output_dir(json_out.parent, "--json")
     candidates = planned_rank_candidates(checked, lora_spec(checked).rank, check_rank_candidates(_parse_ranks(ranks)))
     if real_tokens is not None and not 1 <= real_tokens <= checked.max_length:
         raise ConfigError(f"--real-tokens: expected 1..{checked.max_length} (the max length), got {real_tokens}")
@@ -80,6 +92,7 @@ def plan(
     if checked.clients is not None:
         devices = devices.resized(checked.clients)
     source = resolve_model(checked.model)
+    check_max_length(source, checked.max_length)
     new_model = task_models(source, Task.CLASSIFICATION, NUM_LABELS, checked.seed)
     lora = lora_spec(checked)
     server_policy, switch_s = planned_server(checked)

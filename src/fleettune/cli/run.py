@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fleettune.cli.paths import check_output_dir
 from fleettune.config import RunConfig, build_config, resolved_dict
 from fleettune.errors import ConfigError, RunInterrupted
 from fleettune.report import build_report, finished_report, write_report
@@ -165,27 +166,29 @@ def train_one(resolved: RunConfig, out: Path) -> dict[str, Any]:
         TimeElapsedColumn(),
     )
     total: list[int] = []  # the planned rounds, known once the run is prepared
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{resolved.scheme} rounds", total=None, status="", visible=False)
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(f"{resolved.scheme} rounds", total=None, status="", visible=False)
 
-        def on_round(record: RoundRecord) -> None:
-            accuracy = "" if record.accuracy is None else f" acc {record.accuracy:.4f}"
-            loss = "no update" if record.train_loss is None else f"loss {record.train_loss:.4f}"
-            progress.update(task, advance=1, status=f"{loss}{accuracy}")
-            if record.accuracy is not None and not console.is_terminal:
-                # A bar is drawn only on a terminal: logs of batch jobs get a line per evaluation instead.
-                console.print(
-                    f"{resolved.scheme} round {record.round}/{total[0]}: {loss}{accuracy} "
-                    f"(virtual {record.sim_time_s:.1f} s, wall {record.wall_time_s:.0f} s)",
-                    highlight=False,
-                )
+    def on_round(record: RoundRecord) -> None:
+        accuracy = "" if record.accuracy is None else f" acc {record.accuracy:.4f}"
+        loss = "no update" if record.train_loss is None else f"loss {record.train_loss:.4f}"
+        progress.update(task, advance=1, status=f"{loss}{accuracy}")
+        if record.accuracy is not None and not console.is_terminal:
+            # A bar is drawn only on a terminal: logs of batch jobs get a line per evaluation instead.
+            console.print(
+                f"{resolved.scheme} round {record.round}/{total[0]}: {loss}{accuracy} "
+                f"(virtual {record.sim_time_s:.1f} s, wall {record.wall_time_s:.0f} s)",
+                highlight=False,
+            )
 
-        # Every input is checked before the bar shows, so a user mistake prints one line only.
-        prepared = prepare(resolved, on_round)
-        total.append(prepared.setup.plan.rounds)
-        progress.update(task, total=prepared.setup.plan.rounds, visible=True)
-        with stop_on_interrupt(prepared.setup.stop, partial(stop_notice, console)):
-            result = execute(prepared)
+    # Every input (the output folder included) is checked before the bar starts, so a user mistake prints
+    # one line only and nothing trains for a report that could not be written.
+    check_output_dir(out)
+    prepared = prepare(resolved, on_round)
+    total.append(prepared.setup.plan.rounds)
+    progress.update(task, total=prepared.setup.plan.rounds, visible=True)
+    with progress, stop_on_interrupt(prepared.setup.stop, partial(stop_notice, console)):
+        result = execute(prepared)
     report = build_report(prepared, result, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(resolved_dict(resolved), indent=2) + "\n")
@@ -222,8 +225,9 @@ def compare_schemes(
     """Each scheme on the same model, data, partition, fleet and seed; then comparison.json and plots. With
     `reuse`, a scheme whose finished report `out` already holds, made with the same config, is not trained again."""
     configs = {name: build_config(config, {**flags, "scheme": name}, overrides) for name in names}
-    for resolved in configs.values():  # a config one scheme refuses stops the command before any scheme trains
+    for name, resolved in configs.items():  # a config one scheme refuses stops the command before any trains
         check_config(resolved)
+        check_output_dir(out / name)
     # Every folder is checked before anything trains: a report of another configuration stops the command first.
     found = {name: finished_report_of(resolved, out / name) for name, resolved in configs.items()} if reuse else {}
     reports: dict[str, dict[str, Any]] = {}
@@ -268,6 +272,8 @@ def finished_report_of(resolved: RunConfig, folder: Path) -> dict[str, Any] | No
     try:
         report = finished_report(folder / "report.json")
         kept = json.loads((folder / "config.json").read_text())
+        if not isinstance(kept, dict):
+            raise ValueError(f"config.json holds a JSON {type(kept).__name__}, not a config")
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"--reuse: cannot read the report and config in {folder} ({exc}); remove the folder"

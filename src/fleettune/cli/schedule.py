@@ -13,7 +13,7 @@ from fleettune.errors import ConfigError
 from fleettune.fleet import load_fleet
 from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
 from fleettune.models.catalog import resolve_model
-from fleettune.models.loading import task_models
+from fleettune.models.loading import check_max_length, task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
@@ -41,6 +41,7 @@ def schedule(
         if name not in SCHEDULERS:
             raise ConfigError(f"policy: unknown policy {name!r}; expected all or one of: {', '.join(SCHEDULERS)}")
     source = resolve_model(model)
+    check_max_length(source, max_length)
     new_model = task_models(source, Task.CLASSIFICATION, num_labels=2)
     lora = LoraSpec(rank=checked.lora.rank)
     num_layers = int(new_model().config.num_hidden_layers)

@@ -21,6 +21,10 @@ def read_trace(path: Path, device_ids: Collection[str]) -> dict[str, frozenset[i
         raise FleetError(f"availability trace {path} does not exist") from None
     except OSError as exc:
         raise FleetError(f"availability trace {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise FleetError(
+            f"availability trace {path} is not UTF-8 text (byte {exc.start}); expected a CSV file"
+        ) from None
     offline: dict[str, set[int]] = {}
     seen: set[tuple[str, int]] = set()
     for number, row in enumerate(csv.reader(text.splitlines()), start=1):
@@ -31,7 +35,7 @@ def read_trace(path: Path, device_ids: Collection[str]) -> dict[str, frozenset[i
         if len(cells) != 3:
             raise FleetError(f"{where}: expected round,device_id,online, got {','.join(row)!r}")
         round_text, device, online = cells
-        if not round_text.isdigit() or int(round_text) < 1:
+        if not (round_text.isascii() and round_text.isdigit()) or int(round_text) < 1:
             raise FleetError(f"{where}: round must be an integer >= 1, got {round_text!r}")
         if online not in ("0", "1"):
             raise FleetError(f"{where}: online must be 0 or 1, got {online!r}")

@@ -10,14 +10,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fleettune.config import read_toml, tomllib
-from fleettune.errors import FleetError
+from fleettune.errors import ConfigError, FleetError
 from fleettune.fleet.availability import read_trace
 from fleettune.fleet.profiles import DEFAULT_SERVER, Device, Hardware, Link, hardware
 from fleettune.validation import first_problem
 
 
 class _MachineEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: str | None = None
     tflops: float | None = Field(None, gt=0)
@@ -73,7 +73,7 @@ class _DeviceEntry(_MachineEntry):
 
 
 class _FleetFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = None  # default: the file's name without .toml
     server: _MachineEntry = Field(default_factory=lambda: _MachineEntry(kind=DEFAULT_SERVER))
@@ -150,7 +150,11 @@ def load_fleet(name_or_path: str) -> Fleet:
         return parse_fleet(tomllib.loads(text), name_or_path)
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise FleetError(f"fleet file {path} does not exist")
-        return parse_fleet(read_toml(path), str(path), path.parent)
+        try:
+            tree = read_toml(path, "fleet file")
+        except ConfigError as exc:
+            raise FleetError(str(exc)) from None
+        return parse_fleet(tree, str(path), path.parent)
     raise FleetError(f"unknown fleet {name_or_path!r}; expected a TOML file or one of: {', '.join(shipped_fleets())}")

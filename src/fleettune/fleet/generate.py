@@ -14,6 +14,8 @@ from fleettune.fleet.profiles import CATALOG, DEFAULT_SERVER, Device, Link, hard
 # Kinds that serve rather than train: never drawn as devices unless asked for by name.
 SERVER_KINDS = frozenset({DEFAULT_SERVER})
 
+MAX_DEVICES = 100_000  # far past what one simulated server schedules in reasonable time
+
 Rate = float | tuple[float, float]  # a fixed Mbps, or a (low, high) range drawn uniformly per device
 
 _GENERATED_NAME = re.compile(r"gen:(\d+)(?::(\d+))?")
@@ -48,8 +50,10 @@ def generate_fleet(
     Every device starts at `cut_layer`: by default 1, as in a fleet file. Not "auto" (the deepest cut
     that fits): on a drawn mix that puts a Raspberry Pi 4 five MiniLM layers deep, and its step bounds
     everyone's. `fleettune plan` or `plan_cuts` chooses cuts per device."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise FleetError(f"generated fleet: n (the number of devices) must be an integer >= 1, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_DEVICES:
+        raise FleetError(
+            f"generated fleet: n (the number of devices) must be an integer in 1..{MAX_DEVICES}, got {n!r}"
+        )
     pool = list(kinds) if kinds is not None else device_kinds()
     if not pool:
         raise FleetError("generated fleet: kinds must name at least one catalogue kind")

@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
@@ -25,13 +25,42 @@ from fleettune.registry import Registry
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["CATALOG", "CatalogEntry", "ModelSource", "cache_dir", "load_tokenizer", "resolve_model"]
+__all__ = [
+    "CATALOG",
+    "EXPECTED_FOLDER",
+    "CatalogEntry",
+    "ModelSource",
+    "cache_dir",
+    "describe_error",
+    "load_tokenizer",
+    "read_config",
+    "read_json_object",
+    "resolve_model",
+]
 
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".complete"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _COPY_CHUNK_BYTES = 16 * 1024 * 1024
+_MESSAGE_CHARS = 160
+
+EXPECTED_FOLDER = "expected a Hugging Face model folder (config.json, weights, tokenizer)"
+_EXPECTED_TOKENIZER = (
+    "expected tokenizer files that transformers loads (tokenizer.json, or tokenizer_config.json and a vocabulary)"
+)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+_JSON_KINDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,7 @@ def resolve_model(name_or_path: str) -> ModelSource:
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise ModelError(f"model folder {folder} has no config.json; expected a Hugging Face model folder")
+            raise ModelError(f"model folder {folder} has no config.json; {EXPECTED_FOLDER}")
         return ModelSource(folder.resolve().name, folder.resolve(), family_of(folder))
     known = ", ".join(CATALOG.names())
     if _HUB_ID.fullmatch(name_or_path):
@@ -85,10 +114,61 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     """The model's tokenizer with a pad token guaranteed (eos for decoders lacking one) and right padding."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (source.path / name).is_file():
+            read_json_object(source.path, name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _tokenizer_error(source.path, exc) from None
+    except Exception as exc:
+        # The tokenizers library reports a tokenizer.json it cannot parse as a plain Exception.
+        if type(exc) is not Exception:
+            raise
+        raise _tokenizer_error(source.path, exc) from None
     _ensure_pad_token(tokenizer, source.name)
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def describe_error(exc: BaseException) -> str:
+    """A library exception as one short line: its type, then its message with whitespace folded and cut."""
+    text = _clip(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_json_object(folder: Path, name: str) -> dict[str, Any]:
+    """The JSON object stored in `folder/name`; a ModelError naming the file if it is unreadable, not JSON,
+    or JSON of another kind (a list, a string)."""
+    try:
+        data = json.loads((folder / name).read_bytes())
+    except OSError as exc:
+        raise ModelError(
+            f"model folder {folder}: cannot read {name} ({describe_error(exc)}); {EXPECTED_FOLDER}"
+        ) from None
+    except ValueError as exc:
+        raise ModelError(
+            f"model folder {folder}: {name} is not valid JSON ({_clip(str(exc))}); {EXPECTED_FOLDER}"
+        ) from None
+    if not isinstance(data, dict):
+        kind = _JSON_KINDS.get(type(data), type(data).__name__)
+        raise ModelError(f"model folder {folder}: {name} holds a JSON {kind}, not an object; {EXPECTED_FOLDER}")
+    return data
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json as a dict, refused if its `model_type` is one transformers does not know."""
+    from transformers import __version__ as transformers_version
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config = read_json_object(folder, "config.json")
+    model_type = config.get("model_type")
+    if model_type is not None and not (isinstance(model_type, str) and model_type in CONFIG_MAPPING):
+        raise ModelError(
+            f"model folder {folder}: config.json has model_type {_clip(repr(model_type))}, which transformers "
+            f"{transformers_version} does not know; expected a known model type such as bert, mpnet or llama"
+        )
+    return config
 
 
 def family_of(folder: Path) -> str:
@@ -98,9 +178,10 @@ def family_of(folder: Path) -> str:
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
-    config = json.loads((folder / "config.json").read_text())
-    architectures = config.get("architectures") or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+    config = read_config(folder)
+    architectures = config.get("architectures")
+    names = [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in names):
         return "decoder"
     model_type = config.get("model_type", "")
     # Encoders such as BERT also have a causal-LM head class, so "causal only" is what marks a decoder.
@@ -172,6 +253,20 @@ def _download_from_hub(hub_id: str, known: str) -> ModelSource:
     except (OSError, ValueError, httpx.HTTPError) as exc:
         raise ModelError(f"{unreachable} ({type(exc).__name__})") from exc
     return ModelSource(hub_id, folder, family_of(folder))
+
+
+def _clip(text: str) -> str:
+    """`text` on one line, cut to a length that reads as part of a message."""
+    line = " ".join(text.split())
+    return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 3].rstrip() + "..."
+
+
+def _tokenizer_error(folder: Path, exc: BaseException) -> ModelError:
+    present = [name for name in _TOKENIZER_FILES if (folder / name).is_file()]
+    files = ", ".join(present) if present else "no tokenizer files"
+    return ModelError(
+        f"model folder {folder}: cannot load the tokenizer from {files} ({describe_error(exc)}); {_EXPECTED_TOKENIZER}"
+    )
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, name: str) -> None:

@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
+from safetensors import SafetensorError
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.utils import logging as hf_logging
 
 from fleettune.errors import ModelError
-from fleettune.models.catalog import ModelSource, load_tokenizer
+from fleettune.models.catalog import EXPECTED_FOLDER, ModelSource, describe_error, load_tokenizer
 from fleettune.models.stages import Task
+
+__all__ = ["check_max_length", "load_model_config", "load_task_model", "position_limit", "task_models"]
+
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
+_EXPECTED_WEIGHTS = "expected weights written by transformers' save_pretrained (model.safetensors or pytorch_model.bin)"
+# Model types whose position ids start after the padding index, so that many positions (plus one) go unused.
+_POSITIONS_AFTER_PADDING = frozenset(
+    {
+        "camembert",
+        "data2vec-text",
+        "ibert",
+        "longformer",
+        "mpnet",
+        "roberta",
+        "roberta-prelayernorm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "xmod",
+    }
+)
+_FIXED_PADDING_INDEX = {"mpnet": 1}
 
 
 def load_task_model(
@@ -21,10 +50,7 @@ def load_task_model(
 ) -> PreTrainedModel:
     """The pretrained backbone at `path` with the task's head; a new head is initialised from `seed`
     without touching the global RNG."""
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read a model config in {path}: {str(exc).splitlines()[0]}") from None
+    config = load_model_config(path)
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
     kwargs: dict[str, object] = {"config": config, "dtype": torch.float32}
@@ -44,8 +70,11 @@ def load_task_model(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = auto.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load {task.value} model from {path}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, EOFError, SafetensorError, pickle.UnpicklingError) as exc:
+        raise ModelError(
+            f"model folder {path}: cannot load a {task.value} model from {_weight_files(path)} "
+            f"({describe_error(exc)}); {_EXPECTED_WEIGHTS}"
+        ) from None
     finally:
         hf_logging.set_verbosity(previous)
     model.eval()
@@ -60,3 +89,43 @@ def task_models(
     return partial(
         load_task_model, source.path, task, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, seed=seed
     )
+
+
+def load_model_config(path: Path) -> PretrainedConfig:
+    """The transformers config of the model folder at `path`; a ModelError if transformers cannot read it."""
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(
+            f"model folder {path}: transformers cannot read config.json ({describe_error(exc)}); {EXPECTED_FOLDER}"
+        ) from None
+
+
+def position_limit(config: PretrainedConfig) -> int | None:
+    """Most tokens per sequence the model's position table covers, or None if its config sets no limit.
+
+    That is `max_position_embeddings`, less the padding index plus one for models (RoBERTa, MPNet) whose
+    position ids start after the padding index: MPNet's 514 positions take 512 tokens.
+    """
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    if config.model_type not in _POSITIONS_AFTER_PADDING:
+        return limit
+    padding_index = _FIXED_PADDING_INDEX.get(config.model_type, getattr(config, "pad_token_id", None))
+    return limit - (padding_index if isinstance(padding_index, int) else 1) - 1
+
+
+def check_max_length(source: ModelSource, max_length: int) -> None:
+    """Refuse a `max_length` longer than the sequences the model `source` can take."""
+    limit = position_limit(load_model_config(source.path))
+    if limit is not None and max_length > limit:
+        raise ModelError(
+            f"max_length {max_length}: model {source.name} takes at most {limit} tokens per sequence; "
+            f"expected max_length <= {limit}"
+        )
+
+
+def _weight_files(path: Path) -> str:
+    names = sorted({file.name for pattern in _WEIGHT_PATTERNS for file in path.glob(pattern)})
+    return ", ".join(names) if names else "no weight files"

@@ -227,7 +227,9 @@ def finished_report(path: Path) -> dict[str, Any] | None:
     keeps earlier reports may reuse. Reports from before runs could be interrupted have no "stopped" key."""
     if not path.is_file():
         return None
-    report: dict[str, Any] = json.loads(path.read_text())
+    report = json.loads(path.read_text())
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} holds a JSON {type(report).__name__}, not a report")
     return None if report.get("stopped") == "interrupted" else report
 
 
