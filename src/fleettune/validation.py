@@ -18,13 +18,19 @@ def first_problem(exc: ValidationError, model: type[BaseModel]) -> str:
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
-    field = ".".join(str(p) for p in loc) or "config"
+    field = ".".join(str(p) for p in loc if not _union_branch(p)) or "config"
     if err["type"] == "extra_forbidden":
         return f"{field}: unknown key{_expected_keys(model, loc)}"
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
     return f"{field}: {message}{shown}"
+
+
+def _union_branch(part: Any) -> bool:
+    """A part of an error's location that names which member of a union type failed (`int`, `str`,
+    `literal['auto']`, ...), not a key the user wrote."""
+    return isinstance(part, str) and (part in {"int", "float", "str", "bool", "none"} or "[" in part)
 
 
 def _expected_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

@@ -25,6 +25,8 @@ __all__ = ["tiny_data_dir", "tiny_model_dir"]  # fixtures
         (["serve", "--listen", "nowhere", "--out", "o"], "HOST:PORT"),
         (["serve", "--listen", "127.0.0.1:7800", "--out", "o", "--tokens", "missing.txt"], "missing.txt"),
         (["serve", "--listen", "127.0.0.1:0", "--out", "o", "--set", "scheme=central"], "cannot be deployed"),
+        (["serve", "--listen", "127.0.0.1:0", "--out", "t.txt"], "--out t.txt: t.txt is a file"),
+        (["serve", "--listen", "127.0.0.1:0", "--out", "o", "--min-devices", "0"], "--min-devices: expected"),
         (["join", "--server", "10.0.0.9:7800", "--device-id", "d1", "--data-dir", "."], "needs --tls-ca"),
         (["join", "--server", "127.0.0.1:7800", "--device-id", "d 1", "--data-dir", "."], "device id"),
         (["join", "--server", "127.0.0.1:1", "--device-id", "d1", "--data-dir", "x", "--tls-client-cert", "a"], "both"),
@@ -56,3 +58,14 @@ def test_partition_writes_each_devices_share(
     assert len(folders) == 3
     rows = [json.loads(line) for f in folders for line in (tmp_path / "devices" / f / "train.jsonl").open()]
     assert len(rows) == 96 and {"text", "label"} <= rows[0].keys()
+
+
+def test_join_gives_up_once_the_server_stays_unreachable_for_its_retry_time(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    (tmp_path / "train.csv").write_text("text,label\nthe pump hums,ok\nthe valve sticks,fault\n")
+    argv = ["join", "--server", "127.0.0.1:1", "--device-id", "d1", "--data-dir", str(tmp_path), "--retry", "0"]
+    code, err = run_cli(argv, capsys)
+    # No rounds of joining again: --retry is the whole time spent on an unreachable server.
+    assert code == 2 and "UNAVAILABLE" in err and len(err.strip().splitlines()) == 1, err
+    assert not [r for r in caplog.records if "joining again" in r.getMessage()]

@@ -78,6 +78,12 @@ def test_resized_fleet_cycles_devices_with_unique_ids() -> None:
             '[[device]]\nid = "a"\nkind = "jetson-nano"\nlora_rank = 0\n',
             "lora_rank must be >= 1",
         ),
+        ('[[device]]\nkind = "jetson-nano"\ncut_layer = true\n', "device.0.cut_layer: Input should be a valid integer"),
+        ('[[device]]\nkind = "jetson-nano"\nlora_rank = 1.5\n', "device.0.lora_rank: Input should be a valid integer"),
+        (
+            '[[device]]\nkind = "jetson-nano"\nuplink_mbps = inf\n',
+            "device.0.uplink_mbps: Input should be a finite number",
+        ),
     ],
 )
 def test_bad_fleet_files_are_one_line_errors(tmp_path: Path, body: str, message: str) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleettune.cli.paths import check_output_dir
 from fleettune.cli.run import raise_if_interrupted, stop_notice
 from fleettune.config import build_config, resolved_dict
 from fleettune.errors import InputError
@@ -68,6 +69,11 @@ def serve(
     resolved = build_config(config, {}, overrides)
     if resolved.scheme not in DEPLOYABLE:
         raise InputError(f"scheme: {resolved.scheme} cannot be deployed; expected one of {', '.join(DEPLOYABLE)}")
+    if min_devices is not None and min_devices < 1:
+        raise InputError(f"--min-devices: expected an integer >= 1, got {min_devices}")
+    check_output_dir(out)
+    if checkpoint_dir is not None:
+        check_output_dir(checkpoint_dir, "--checkpoint-dir")
     console = Console(stderr=True)
     started = time.perf_counter()
 

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from fleettune.config import read_toml, tomllib
 from fleettune.errors import ConfigError, FleetError
@@ -40,8 +40,8 @@ class _MachineEntry(BaseModel):
 
 class _DeviceEntry(_MachineEntry):
     id: str | None = None  # default: KIND-INDEX (or device-INDEX), INDEX its position in the file
-    cut_layer: int | str = 1
-    lora_rank: int | str | None = None
+    cut_layer: StrictInt | str = 1  # strict: TOML's `true` is not a layer
+    lora_rank: StrictInt | str | None = None
     uplink_mbps: float = Field(100.0, gt=0)
     downlink_mbps: float = Field(100.0, gt=0)
     latency_ms: float = Field(5.0, ge=0)

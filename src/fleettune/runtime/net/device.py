@@ -39,6 +39,7 @@ from fleettune.runtime.net.base_fold import split_base
 from fleettune.runtime.net.learner import LocalLearner
 from fleettune.runtime.net.protocol import ACTIVATIONS, ADAPTER, JOIN, POLL, SECAGG, Do, Instruction
 from fleettune.runtime.net.secure_device import SecureParty
+from fleettune.runtime.net.transport.client import RETRYABLE
 from fleettune.runtime.net.transport.errors import RemoteError
 from fleettune.schemes.batching import BatchSource
 from fleettune.schemes.seeding import without_rng_draws
@@ -112,7 +113,8 @@ class DeviceAgent:
 
     def run(self, max_rejoins: int = 20, rejoin_wait_s: float = 1.0) -> DeviceSummary:
         """Train until the server says training is over. An error reply (dropped from a round, the server
-        restarted) makes the device join again and carry on from the global adapter the join hands it."""
+        restarted) makes the device join again and carry on from the global adapter the join hands it. A
+        server still unreachable after the transport's own retries (`--retry` seconds) ends the run."""
         self.rows = read_train_rows(self.data_dir)
         failures = 0
         while True:
@@ -122,7 +124,7 @@ class DeviceAgent:
                     return self.summary
             except RemoteError as exc:
                 failures += 1
-                if exc.code in REFUSED or failures > max_rejoins:
+                if exc.code in REFUSED or exc.code in RETRYABLE or failures > max_rejoins:
                     raise
                 log.warning("device %s: %s; joining again", self.id, exc)
                 time.sleep(rejoin_wait_s)
