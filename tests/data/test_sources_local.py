@@ -103,3 +103,9 @@ def test_unsupported_train_file_type_is_named(tmp_path: Path) -> None:
     (tmp_path / "train.parquet").write_bytes(b"PAR1")
     with pytest.raises(DataError, match=r"train\.parquet: unsupported file type for split 'train'"):
         load_dataset("local", tmp_path)
+
+
+def test_a_file_given_as_the_data_directory_is_called_a_file(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("text,label\ngood,1\n")
+    with pytest.raises(DataError, match=r"train\.csv for dataset local is a file, not a directory; expected train"):
+        load_dataset("local", tmp_path / "train.csv")

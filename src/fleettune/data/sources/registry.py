@@ -32,7 +32,8 @@ def require_dir(data_dir: Path | None, dataset: str, expected: str) -> Path:
         raise DataError(f"dataset {dataset} needs a data directory (--data-dir DIR) holding {expected}")
     path = Path(data_dir)
     if not path.is_dir():
-        raise DataError(f"data directory {path} for dataset {dataset} does not exist; expected {expected}")
+        state = "is a file, not a directory" if path.exists() else "does not exist"
+        raise DataError(f"data directory {path} for dataset {dataset} {state}; expected {expected}")
     return path
 
 
