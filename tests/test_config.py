@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleettune.config import build_config, parse_value
+from fleettune.config import build_config, parse_value, read_toml
 from fleettune.errors import ConfigError
 
 
@@ -128,3 +128,9 @@ def test_an_unknown_key_is_reported_before_other_errors(tmp_path: Path) -> None:
     path.write_text("rounds = 0\n[lora]\nrnak = 4\n")
     with pytest.raises(ConfigError, match=rf"^{path}: lora\.rnak: unknown key \(did you mean 'rank'\?\)"):
         build_config(path)
+
+
+def test_a_config_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbfrounds = 3\n[lora]\nrank = 4\n")
+    assert read_toml(path) == {"rounds": 3, "lora": {"rank": 4}}

@@ -336,8 +336,8 @@ def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"{what} {path} is a directory; expected a TOML file")
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        # A byte-order mark, as some editors write, is not TOML: it is dropped before parsing.
+        return tomllib.loads(path.read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
     except OSError as exc:

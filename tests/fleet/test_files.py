@@ -84,6 +84,7 @@ def test_resized_fleet_cycles_devices_with_unique_ids() -> None:
             '[[device]]\nkind = "jetson-nano"\nuplink_mbps = inf\n',
             "device.0.uplink_mbps: Input should be a finite number",
         ),
+        ('[[device]]\nkind = "jetson-nano"\ndownlink_mbps = 1e-320\n', "downlink_mbps: Input should be greater than"),
     ],
 )
 def test_bad_fleet_files_are_one_line_errors(tmp_path: Path, body: str, message: str) -> None:

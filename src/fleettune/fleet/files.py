@@ -38,12 +38,15 @@ class _MachineEntry(BaseModel):
         return replace(base, **given)
 
 
+MIN_MBPS = 1e-6  # one bit a second: slower links only overflow transfer times
+
+
 class _DeviceEntry(_MachineEntry):
     id: str | None = None  # default: KIND-INDEX (or device-INDEX), INDEX its position in the file
     cut_layer: StrictInt | str = 1  # strict: TOML's `true` is not a layer
     lora_rank: StrictInt | str | None = None
-    uplink_mbps: float = Field(100.0, gt=0)
-    downlink_mbps: float = Field(100.0, gt=0)
+    uplink_mbps: float = Field(100.0, ge=MIN_MBPS)
+    downlink_mbps: float = Field(100.0, ge=MIN_MBPS)
     latency_ms: float = Field(5.0, ge=0)
     availability: float = Field(1.0, ge=0, le=1)
     availability_trace: str | None = None
