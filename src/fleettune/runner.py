@@ -61,7 +61,8 @@ class PreparedRun:
     plan: Plan | None = None  # the planner's choice when the run asked for one (`plan_cuts`)
 
 
-def _fleet_for(config: RunConfig) -> Fleet:
+def fleet_for(config: RunConfig) -> Fleet:
+    """The run's fleet with the config's overrides applied: clients, one cut for all, availability, drops."""
     fleet = load_fleet(config.fleet)
     if config.clients is not None:
         fleet = fleet.resized(config.clients)
@@ -159,7 +160,7 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     """Everything a scheme needs, with every input checked before any training starts."""
     check_config(config)
     client_privacy = _client_privacy(config)
-    fleet = _fleet_for(config)
+    fleet = fleet_for(config)
     dataset = load_dataset(
         config.dataset,
         config.data_dir,

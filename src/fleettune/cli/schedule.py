@@ -10,13 +10,13 @@ from rich.table import Table
 
 from fleettune.config import build_config
 from fleettune.errors import ConfigError
-from fleettune.fleet import load_fleet
 from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
 from fleettune.models.catalog import resolve_model
 from fleettune.models.loading import check_max_length, task_models
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.planning.step import fleet_step_phases
+from fleettune.runner import fleet_for
 from fleettune.scheduling import SCHEDULERS, Job, compare_policies, sharing_schedule
 
 Opt = typer.Option
@@ -32,10 +32,8 @@ def schedule(
     cut_layer: Annotated[int | None, Opt("--cut-layer", help="One cut layer for every device.")] = None,
 ) -> None:
     """Print one step's makespan under each policy, the preemptive lower bound, and ratios to optimal."""
-    flags: dict[str, object] = {"batch_size": batch_size, "max_length": max_length, "lora.rank": lora_rank}
-    if cut_layer is not None:
-        flags["cut_layer"] = cut_layer
-    checked = build_config(flags=flags)
+    flags = {"fleet": fleet, "batch_size": batch_size, "max_length": max_length, "lora.rank": lora_rank}
+    checked = build_config(flags={**flags, "cut_layer": cut_layer})
     policies = SCHEDULERS.names() if policy == "all" else [policy]
     for name in policies:
         if name not in SCHEDULERS:
@@ -46,8 +44,7 @@ def schedule(
     lora = LoraSpec(rank=checked.lora.rank)
     num_layers = int(new_model().config.num_hidden_layers)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)
-    chosen = load_fleet(fleet) if checked.cut_layer is None else load_fleet(fleet).with_cut(checked.cut_layer)
-    devices = resolve_fleet_cuts(chosen, num_layers, memory.of_cut(batch_size, max_length))
+    devices = resolve_fleet_cuts(fleet_for(checked), num_layers, memory.of_cut(batch_size, max_length))
     phases = fleet_step_phases(devices, new_model, lora, Task.CLASSIFICATION, batch_size, max_length)
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)
