@@ -19,7 +19,7 @@ from fleettune.config import RunConfig
 from fleettune.data import TextDataset, client_test_shares, limit, load_dataset, partition, subset
 from fleettune.errors import ConfigError
 from fleettune.fleet import Fleet, load_fleet
-from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
+from fleettune.fleet.feasibility import ClientMemoryModel, check_batch_fits, resolve_fleet_cuts
 from fleettune.messages import CutWire
 from fleettune.models.catalog import ModelSource, load_tokenizer, resolve_model
 from fleettune.models.loading import check_max_length, load_task_model
@@ -183,6 +183,8 @@ def prepare(config: RunConfig, on_round: Callable[[RoundRecord], None] | None = 
     )
     probe = new_model()
     num_layers = int(probe.config.num_hidden_layers)
+    if config.scheme in SPLIT_SCHEMES or config.plan_cuts or any(d.cut_layer == "auto" for d in fleet.devices):
+        check_batch_fits(fleet, int(probe.config.hidden_size), config.batch_size, config.max_length)
     del probe
     lora = lora_spec(config)
     local_opt = local_optimizer(config)

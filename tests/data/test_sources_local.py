@@ -64,7 +64,7 @@ def test_test_label_unseen_in_train_names_file_and_label(tmp_path: Path, write_l
 
 
 def test_empty_test_split_is_named(tmp_path: Path, write_lines: Writer) -> None:
-    write_lines(tmp_path / "train.csv", ["text,label", "a,x"])
+    write_lines(tmp_path / "train.csv", ["text,label", "a,x", "b,y"])
     write_lines(tmp_path / "test.csv", ["text,label"])
     with pytest.raises(DataError, match=r"test\.csv: split 'test' has no rows"):
         load_dataset("local", tmp_path)
@@ -109,3 +109,17 @@ def test_a_file_given_as_the_data_directory_is_called_a_file(tmp_path: Path) -> 
     (tmp_path / "train.csv").write_text("text,label\ngood,1\n")
     with pytest.raises(DataError, match=r"train\.csv for dataset local is a file, not a directory; expected train"):
         load_dataset("local", tmp_path / "train.csv")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_training_file_with_one_label_is_named(tmp_path: Path, write_lines: Writer, suffix: str) -> None:
+    if suffix == "csv":
+        write_lines(tmp_path / "train.csv", ["text,label", "warm motor,ok", "quiet fan,ok"])
+    else:
+        write_lines(tmp_path / "train.jsonl", ['{"text": "warm motor", "label": 3}', '{"text": "fan", "label": 3}'])
+    with pytest.raises(DataError) as caught:
+        load_dataset("local", tmp_path)
+    label = "'ok'" if suffix == "csv" else "'3'"
+    assert str(caught.value) == (
+        f"{tmp_path / f'train.{suffix}'}: every row has label {label}; a classifier needs at least 2 labels"
+    )

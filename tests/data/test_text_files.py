@@ -88,6 +88,28 @@ def test_jsonl_label_must_be_a_string_or_integer(tmp_path: Path, write_lines: Wr
         read_jsonl(path, "text", "label")
 
 
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ('{"text": null, "label": 1}', "line 1: text null in key 'text'; expected a string"),
+        ('{"text": ["a"], "label": 1}', "line 1: text a JSON list in key 'text'; expected a string"),
+        ('{"text": 7, "label": 1}', "line 1: text 7 in key 'text'; expected a string"),
+        ('{"text": "a", "label": null}', "line 1: label null in key 'label'; expected a string or integer"),
+        (
+            '{"text": "a", "label": {"y": 1}}',
+            "line 1: label a JSON object in key 'label'; expected a string or integer",
+        ),
+    ],
+)
+def test_jsonl_null_or_mistyped_values_are_named_not_called_missing(
+    tmp_path: Path, write_lines: Writer, row: str, expected: str
+) -> None:
+    path = write_lines(tmp_path / "train.jsonl", [row])
+    with pytest.raises(DataError) as caught:
+        read_jsonl(path, "text", "label")
+    assert str(caught.value) == f"{path} {expected}"
+
+
 def test_semicolon_lines_split_on_the_last_semicolon_and_skip_the_header(tmp_path: Path, write_lines: Writer) -> None:
     path = write_lines(tmp_path / "train.txt", ["text;label", "i feel odd; then fine ;joy", "  calm ; love "])
     rows = read_semicolon_lines(path)

@@ -9,8 +9,15 @@ from hypothesis import strategies as st
 from transformers import PreTrainedModel
 
 from fleettune.errors import FleetError, ModelError
-from fleettune.fleet import Device, Hardware, Link
-from fleettune.fleet.feasibility import GIB, ClientMemoryModel, client_stage_memory, resolve_cuts
+from fleettune.fleet import Device, Fleet, Hardware, Link
+from fleettune.fleet.feasibility import (
+    GIB,
+    ClientMemoryModel,
+    check_batch_fits,
+    client_stage_memory,
+    cut_tensor_floor,
+    resolve_cuts,
+)
 from fleettune.models.lora import LoraSpec
 from fleettune.models.stages import Task
 from fleettune.runtime.memory import MemoryBreakdown
@@ -131,3 +138,19 @@ def test_sgd_clients_need_exactly_adamws_moments_less() -> None:
     assert adamw.total - sgd.total == adamw.optimizer  # weights, gradients and activations are the same
     sgd_model = ClientMemoryModel(lambda: tiny_model("bert")[0], LoraSpec(), Task.CLASSIFICATION, LocalOptimizer("sgd"))
     assert sgd_model.bytes_at(2, 4, 16) == sgd.total
+
+
+def test_the_cut_tensor_floor_is_the_fp32_tensor_and_its_gradient() -> None:
+    assert cut_tensor_floor(hidden_size=384, batch_size=16, seq_len=128) == 2 * 16 * 128 * 384 * 4 == 6_291_456
+
+
+def test_a_batch_is_refused_only_when_its_floor_exceeds_the_largest_device() -> None:
+    # 2 x 8 x 1024 x 32768 x 4 bytes = 2 GiB exactly: fits a 2 GiB device, not a 1.99 GiB one.
+    fleet = Fleet("two", Hardware("srv", 10.0, 16.0, 300.0), (_device("a", 1.0, 1), _device("b", 2.0, 1)))
+    check_batch_fits(fleet, hidden_size=32768, batch_size=8, seq_len=1024)
+    with pytest.raises(FleetError) as caught:
+        check_batch_fits(fleet, hidden_size=32768, batch_size=9, seq_len=1024)
+    assert str(caught.value) == (
+        "batch_size 9 x max_length 1024: a client's cut tensor and its gradient alone need 2.25 GiB, "
+        "more than any device of fleet two has (largest: b, 2.00 GiB); expected a smaller batch_size or max_length"
+    )

@@ -160,6 +160,56 @@ def test_broken_pytorch_weights_give_a_model_error(corrupt: Corrupt, content: by
     )
 
 
+def with_config(corrupt: Corrupt, tiny_model_dir: Path, **changes: object) -> Path:
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    return corrupt("config.json", json.dumps({**config, **changes}))
+
+
+def test_a_config_wider_than_its_weights_is_refused_naming_a_weight_and_both_shapes(
+    corrupt: Corrupt, tiny_model_dir: Path
+) -> None:
+    folder = with_config(corrupt, tiny_model_dir, hidden_size=64, intermediate_size=128)
+    with pytest.raises(ModelError) as caught:
+        load_classifier(folder)
+    message = one_line(caught)
+    assert message == (
+        f"model folder {folder}: the weights do not match config.json: weight bert.embeddings.LayerNorm.bias "
+        "is (32,) in the weights, (64,) by config.json; expected weights saved with this config.json"
+    )
+
+
+def test_a_config_deeper_than_its_weights_is_refused_naming_the_first_missing_weight(
+    corrupt: Corrupt, tiny_model_dir: Path
+) -> None:
+    layers = json.loads((tiny_model_dir / "config.json").read_text())["num_hidden_layers"]
+    folder = with_config(corrupt, tiny_model_dir, num_hidden_layers=layers + 1)
+    with pytest.raises(ModelError) as caught:
+        load_classifier(folder)
+    message = one_line(caught)
+    assert message.startswith(
+        f"model folder {folder}: the weights do not match config.json: weight bert.encoder.layer.{layers}."
+    )
+    assert " is missing (and 15 more); expected weights saved with this config.json" in message
+
+
+def test_a_new_head_for_other_labels_still_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Only the backbone must match: a folder fine-tuned for 3 labels gets a new head for 5."""
+    load_task_model(tiny_model_dir, Task.CLASSIFICATION, num_labels=3, pad_token_id=0, seed=0).save_pretrained(
+        tmp_path / "tuned"
+    )
+    model = load_task_model(tmp_path / "tuned", Task.CLASSIFICATION, num_labels=5, pad_token_id=0, seed=0)
+    assert model.config.num_labels == 5
+
+
+def test_schedule_on_a_config_that_disagrees_with_its_weights_exits_2(
+    corrupt: Corrupt, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = with_config(corrupt, tiny_model_dir, hidden_size=64, intermediate_size=128)
+    code, err = run_cli(["schedule", "--model", str(folder), "--policy", "fifo"], capsys)
+    assert code == 2
+    assert err.startswith(f"fleettune: error: model folder {folder}: the weights do not match config.json")
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [

@@ -134,3 +134,49 @@ def test_no_command_names_what_is_expected(capsys: pytest.CaptureFixture[str]) -
         code == 2
         and err == "fleettune: error: expected a command (run, compare, schedule, plan, ...); see the list above\n"
     )
+
+
+# --- batch shapes no device can hold, and allocations this machine refuses -----------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "schedule", "plan"])
+def test_a_batch_no_device_can_hold_is_refused_before_anything_is_measured(
+    command: str, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tiny model's cut tensor at 10**11 x 16 x 32 fp32 (and its gradient) is 381,470 GiB; measuring it
+    # would have asked this machine for that much.
+    shape = ["--model", str(tiny_model_dir), "--batch-size", "100000000000", "--max-length", "16"]
+    largest = "fleet paper6 has (largest: apple-m3, 16.00 GiB)"
+    if command == "run":  # three devices of paper6: the Jetsons and a phone
+        argv = ["run", *_argv(tiny_model_dir, tiny_data_dir), "--out", str(tmp_path / "out")]
+        argv[argv.index("--batch-size") + 1] = "100000000000"
+        largest = "fleet paper6x3 has (largest: jetson-tx2-1, 8.00 GiB)"
+    else:
+        argv = [command, *shape]
+    err = _one_error(*run_cli(argv, capsys))
+    assert err == (
+        "fleettune: error: batch_size 100000000000 x max_length 16: a client's cut tensor and its gradient alone "
+        f"need 381,469.73 GiB, more than any device of {largest}; expected a smaller batch_size or max_length\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_allocation_this_machine_refuses_ends_in_one_line_not_a_traceback(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past the devices' check (a fleet of large devices, a server stage, an `fl` model), torch's own
+    refusal to allocate is reported in one line with the size it was asked for."""
+    import torch
+
+    import fleettune.cli.schedule as schedule
+
+    def allocate_too_much(*args: object, **kwargs: object) -> object:
+        return torch.empty(2**48, dtype=torch.uint8)  # 256 TiB
+
+    monkeypatch.setattr(schedule, "fleet_step_phases", allocate_too_much)
+    code, err = run_cli(["schedule", "--model", str(tiny_model_dir), "--max-length", "16"], capsys)
+    assert code == 1
+    assert err == (
+        "fleettune: error: this machine ran out of memory (an allocation of 262,144.00 GiB); "
+        "expected a smaller batch_size or max_length, or a machine with more memory\n"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 
@@ -82,6 +83,29 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), exc.exit_code, "stopped")
     except FleettuneError as exc:
         _fail(str(exc), exc.exit_code)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        _fail(out_of_memory_message(exc), 1)
+
+
+_ALLOCATION = re.compile(r"(?:can't allocate memory|out of memory)", re.IGNORECASE)
+_TRIED = re.compile(r"tried to allocate (\d+) bytes")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation this machine refused (torch's CPU allocator, or Python's own)."""
+    return isinstance(exc, MemoryError) or _ALLOCATION.search(str(exc)) is not None
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    """One line for an allocation that failed: how much was asked for, when torch says, and what to change."""
+    tried = _TRIED.search(str(exc))
+    asked = f" (an allocation of {int(tried.group(1)) / 2**30:,.2f} GiB)" if tried else ""
+    return (
+        f"this machine ran out of memory{asked}; expected a smaller batch_size or max_length, "
+        "or a machine with more memory"
+    )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from fleettune.compression.specs import parse_update_codec
 from fleettune.config import RunConfig, build_config
 from fleettune.errors import ConfigError
 from fleettune.fleet import Fleet, load_fleet
-from fleettune.fleet.feasibility import GIB
+from fleettune.fleet.feasibility import GIB, check_batch_fits
 from fleettune.models.catalog import resolve_model
-from fleettune.models.loading import check_max_length, task_models
+from fleettune.models.loading import check_max_length, load_model_config, task_models
 from fleettune.models.stages import Task
 from fleettune.planning import RANK_CANDIDATES, Plan, Turns, plan_for_run
 from fleettune.planning.plan import check_rank_candidates
@@ -93,6 +93,7 @@ def plan(
         devices = devices.resized(checked.clients)
     source = resolve_model(checked.model)
     check_max_length(source, checked.max_length)
+    check_batch_fits(devices, int(load_model_config(source.path).hidden_size), checked.batch_size, checked.max_length)
     new_model = task_models(source, Task.CLASSIFICATION, NUM_LABELS, checked.seed)
     lora = lora_spec(checked)
     server_policy, switch_s = planned_server(checked)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fleettune.config import build_config
 from fleettune.errors import ConfigError
-from fleettune.fleet.feasibility import ClientMemoryModel, resolve_fleet_cuts
+from fleettune.fleet.feasibility import ClientMemoryModel, check_batch_fits, resolve_fleet_cuts
 from fleettune.models.catalog import resolve_model
 from fleettune.models.loading import check_max_length, task_models
 from fleettune.models.lora import LoraSpec
@@ -42,9 +42,11 @@ def schedule(
     check_max_length(source, max_length)
     new_model = task_models(source, Task.CLASSIFICATION, num_labels=2)
     lora = LoraSpec(rank=checked.lora.rank)
-    num_layers = int(new_model().config.num_hidden_layers)
+    probe = new_model().config
+    fleet_of_run = fleet_for(checked)
+    check_batch_fits(fleet_of_run, int(probe.hidden_size), batch_size, max_length)
     memory = ClientMemoryModel(new_model, lora, Task.CLASSIFICATION)
-    devices = resolve_fleet_cuts(fleet_for(checked), num_layers, memory.of_cut(batch_size, max_length))
+    devices = resolve_fleet_cuts(fleet_of_run, int(probe.num_hidden_layers), memory.of_cut(batch_size, max_length))
     phases = fleet_step_phases(devices, new_model, lora, Task.CLASSIFICATION, batch_size, max_length)
     jobs = [Job(p.client, p.release_s, p.switch_s + p.server_s, p.tail_s) for p in phases]
     makespans = compare_policies(jobs)

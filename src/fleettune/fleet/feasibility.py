@@ -84,6 +84,24 @@ def memory_budget_bytes(device: Device) -> int:
     return int(device.hardware.memory_gib * GIB)
 
 
+def cut_tensor_floor(hidden_size: int, batch_size: int, seq_len: int) -> int:
+    """Bytes any client stage holds at least: its fp32 cut tensor and the gradient it receives for it."""
+    return 2 * batch_size * seq_len * hidden_size * 4
+
+
+def check_batch_fits(fleet: Fleet, hidden_size: int, batch_size: int, seq_len: int) -> None:
+    """Refuse a batch shape whose cut tensor alone no device of `fleet` can hold, before anything is
+    measured at that shape (measuring it would exhaust this machine's memory first)."""
+    floor = cut_tensor_floor(hidden_size, batch_size, seq_len)
+    largest = max(fleet.devices, key=memory_budget_bytes)
+    if floor > memory_budget_bytes(largest):
+        raise FleetError(
+            f"batch_size {batch_size} x max_length {seq_len}: a client's cut tensor and its gradient alone "
+            f"need {floor / GIB:,.2f} GiB, more than any device of fleet {fleet.name} has (largest: "
+            f"{largest.id}, {largest.hardware.memory_gib:.2f} GiB); expected a smaller batch_size or max_length"
+        )
+
+
 def _fits(device: Device, needed_bytes: int) -> bool:
     return needed_bytes <= memory_budget_bytes(device)
 

@@ -69,7 +69,8 @@ def load_task_model(
     try:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = auto.from_pretrained(path, **kwargs)
+            # With output_loading_info, from_pretrained returns (model, info); its stubs do not say so.
+            model, info = auto.from_pretrained(path, output_loading_info=True, **kwargs)  # type: ignore[misc]
     except (OSError, ValueError, KeyError, EOFError, SafetensorError, pickle.UnpicklingError) as exc:
         raise ModelError(
             f"model folder {path}: cannot load a {task.value} model from {_weight_files(path)} "
@@ -77,8 +78,38 @@ def load_task_model(
         ) from None
     finally:
         hf_logging.set_verbosity(previous)
+    _check_backbone_loaded(path, model, info)
     model.eval()
     return model
+
+
+def _check_backbone_loaded(path: Path, model: PreTrainedModel, info: dict[str, object]) -> None:
+    """Refuse a folder whose weights do not fill the backbone its config.json describes.
+
+    transformers initialises such weights at random and goes on (a new head must be, which is why its
+    size check is off): a config with more layers or a wider hidden size than the weights would then
+    train a partly random backbone without a word."""
+    prefix = f"{model.base_model_prefix}."
+    problems: list[str] = []
+    for entry in sorted(_entries(info, "mismatched_keys"), key=str):
+        key, *shapes = entry if isinstance(entry, tuple) else (entry,)
+        if str(key).startswith(prefix):
+            found, wanted = (tuple(shape) for shape in shapes) if len(shapes) == 2 else ("?", "?")
+            problems.append(f"weight {key} is {found} in the weights, {wanted} by config.json")
+    missing = sorted(str(key) for key in _entries(info, "missing_keys") if str(key).startswith(prefix))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        problems.append(f"weight {missing[0]} is missing{more}")
+    if problems:
+        raise ModelError(
+            f"model folder {path}: the weights do not match config.json: {problems[0]}; "
+            "expected weights saved with this config.json"
+        )
+
+
+def _entries(info: dict[str, object], name: str) -> list[object]:
+    found = info.get(name)
+    return list(found) if isinstance(found, (set, list, tuple)) else []
 
 
 def task_models(

@@ -27,6 +27,9 @@ def assemble(
 ) -> TextDataset:
     """The data set of these files; without a test file, a stratified share of train is held out."""
     labels = vocabulary(train.labels, canonical_labels)
+    if len(labels.names) < 2:
+        found = f"label {labels.names[0]!r}" if labels.names else "no label"
+        raise DataError(f"{train.path}: every row has {found}; a classifier needs at least 2 labels")
     train_split = _encode(train, "train", labels)
     if test is None:
         train_split, test_split = hold_out(train_split, seed)

@@ -106,18 +106,30 @@ def read_jsonl(path: Path, text_column: str, label_column: str) -> RawRows:
         if not isinstance(record, dict):
             raise DataError(f"{path} line {number}: expected a JSON object, found {type(record).__name__}")
         for key in (text_column, label_column):
-            if record.get(key) is None:
+            if key not in record:
                 raise DataError(f"{path} line {number}: no key {key!r}; keys found: {', '.join(record)}")
+        text = record[text_column]
+        if not isinstance(text, str):
+            raise DataError(f"{path} line {number}: text {_json_kind(text)} in key {text_column!r}; expected a string")
         label = record[label_column]
         # bool is an int subclass, but true/false as a class id is almost surely a mistake.
         if isinstance(label, bool) or not isinstance(label, (str, int)) or str(label).strip() == "":
             raise DataError(
-                f"{path} line {number}: label {label!r} in key {label_column!r}; expected a string or integer"
+                f"{path} line {number}: label {_json_kind(label)} in key {label_column!r}; expected a string or integer"
             )
-        texts.append(str(record[text_column]).strip())
+        texts.append(text.strip())
         labels.append(str(label).strip())
         lines.append(number)
     return RawRows(path, texts, labels, lines)
+
+
+def _json_kind(value: object) -> str:
+    """How a JSON value reads in an error: null, true, a list, or the value itself."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (list, dict)):
+        return "a JSON list" if isinstance(value, list) else "a JSON object"
+    return repr(value)
 
 
 def read_semicolon_lines(path: Path) -> RawRows:
