@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleettune.report.plots import gantt_row, round_gantt
+from fleettune.report.plots import gantt_row, memory_bars, round_gantt, server_capacity_line
 
 
 def _event(party: str, activity: str, start: float, end: float, client: str | None) -> dict:
@@ -35,3 +35,18 @@ def test_a_queue_event_of_a_device_without_a_row_stays_on_the_server() -> None:
 def test_round_gantt_writes_a_png(tmp_path: Path) -> None:
     path = round_gantt(TIMELINE, 0, "one round", tmp_path / "round.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _memory(server_peak: int, capacity: int | None) -> dict:
+    memory = {"server_peak": server_peak, "clients_peak": {"dev-a": 1}}
+    return {"memory_bytes": memory if capacity is None else {**memory, "server_capacity": capacity}}
+
+
+def test_the_server_memory_line_is_drawn_only_for_one_server_within_reach(tmp_path: Path) -> None:
+    mib = 2**20
+    within = {"splitfed": _memory(900 * mib, 1000 * mib), "mesfl": _memory(100 * mib, 1000 * mib)}
+    assert server_capacity_line(within) == 1000.0
+    assert server_capacity_line({"mesfl": _memory(499 * mib, 1000 * mib)}) is None  # far above: no line
+    assert server_capacity_line({"a": _memory(900 * mib, 1000 * mib), "b": _memory(900 * mib, 2000 * mib)}) is None
+    assert server_capacity_line({"a": _memory(900 * mib, None)}) is None  # a report from before the key
+    assert memory_bars(within, tmp_path / "memory.png").read_bytes()[:4] == b"\x89PNG"

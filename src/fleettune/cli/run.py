@@ -247,20 +247,30 @@ def compare_schemes(
             _write_comparison(reports, resolved.target_accuracy, out)
             raise
     _write_comparison(reports, next(iter(configs.values())).target_accuracy, out)
+    Console().print(comparison_table(comparison(reports)))
+    Console().print(f"reports: {out}")
+
+
+def comparison_table(numbers_of: dict[str, dict[str, Any]]) -> Table:
+    """The headline numbers of each scheme; a last column names the parties whose peak exceeded their
+    hardware's memory when any did."""
+    over = {name: numbers.get("over_capacity") or [] for name, numbers in numbers_of.items()}
+    columns = ["scheme", "accuracy", "virtual time (s)", "time to target (s)", "server peak (MiB)"]
+    columns += ["above its memory"] if any(over.values()) else []
     table = Table(title="comparison")
-    for column in ("scheme", "accuracy", "virtual time (s)", "time to target (s)", "server peak (MiB)"):
-        table.add_column(column, justify="left" if column == "scheme" else "right")
-    for name, numbers in comparison(reports).items():
+    for column in columns:
+        table.add_column(column, justify="right" if column not in ("scheme", "above its memory") else "left")
+    for name, numbers in numbers_of.items():
         reached = numbers["time_to_target_s"]
-        table.add_row(
+        row = [
             name,
             f"{numbers['accuracy']:.4f}",
             f"{numbers['sim_time_s']:.1f}",
             "-" if reached is None else f"{reached:.1f}",
             f"{numbers['server_peak_bytes'] / 2**20:.1f}",
-        )
-    Console().print(table)
-    Console().print(f"reports: {out}")
+        ]
+        table.add_row(*row, *([", ".join(over[name]) or "-"] if any(over.values()) else []))
+    return table
 
 
 def finished_report_of(resolved: RunConfig, folder: Path) -> dict[str, Any] | None:

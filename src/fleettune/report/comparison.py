@@ -21,6 +21,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": report["wall_time_s"],
         "server_peak_bytes": memory["server_peak"],
         "client_peak_bytes": max(memory["clients_peak"].values(), default=0),
+        "over_capacity": memory.get("over_capacity"),  # absent from reports written before it was kept
         "uplink_bytes": report["communication_bytes"]["uplink"],
         "downlink_bytes": report["communication_bytes"]["downlink"],
         "energy_j": report["energy_j"]["server"] + sum(report["energy_j"]["clients"].values()),

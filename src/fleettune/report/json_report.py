@@ -15,6 +15,8 @@ import torch
 from fleettune import __version__
 from fleettune.aggregation.policy import AggregationNote, DpSpec, PolicySpec
 from fleettune.config import RunConfig, resolved_dict
+from fleettune.fleet import Fleet
+from fleettune.fleet.feasibility import GIB, memory_budget_bytes
 from fleettune.report.privacy_runs import activations_section, dpsgd_section, secure_aggregation_section
 from fleettune.runner import PreparedRun
 from fleettune.runtime.memory import MemoryBreakdown
@@ -135,6 +137,26 @@ def runtime_section() -> dict[str, Any]:
     }
 
 
+def memory_section(fleet: Fleet, result: SchemeResult) -> dict[str, Any]:
+    """Each party's measured peak next to the memory its hardware has, and the parties whose peak
+    exceeds it (`over_capacity`: "server" and device ids). A run goes on past its parties' memory,
+    since comparing what schemes need is the point, so this is where a plan that could not run shows."""
+    server_capacity = int(fleet.server.memory_gib * GIB)
+    capacities = {d.id: memory_budget_bytes(d) for d in fleet.devices}
+    clients_capacity = {c: capacities[c] for c in result.client_memory if c in capacities}
+    over = ["server"] if result.server_memory.total > server_capacity else []
+    over += [c for c, m in result.client_memory.items() if c in capacities and m.total > capacities[c]]
+    return {
+        "server_peak": result.server_memory.total,
+        "clients_peak": {c: m.total for c, m in result.client_memory.items()},
+        "server_breakdown": _breakdown(result.server_memory),
+        "clients_breakdown": {c: _breakdown(m) for c, m in result.client_memory.items()},
+        "server_capacity": server_capacity,
+        "clients_capacity": clients_capacity,
+        "over_capacity": over,
+    }
+
+
 def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float) -> dict[str, Any]:
     config = prepared.config
     fleet = prepared.fleet
@@ -198,12 +220,7 @@ def build_report(prepared: PreparedRun, result: SchemeResult, wall_time_s: float
         "target_accuracy": config.target_accuracy,
         "time_to_target_s": None if reached is None else reached.sim_time_s,
         "round_to_target": None if reached is None else reached.round,
-        "memory_bytes": {
-            "server_peak": result.server_memory.total,
-            "clients_peak": {c: m.total for c, m in result.client_memory.items()},
-            "server_breakdown": _breakdown(result.server_memory),
-            "clients_breakdown": {c: _breakdown(m) for c, m in result.client_memory.items()},
-        },
+        "memory_bytes": memory_section(fleet, result),
         "communication_bytes": {
             "uplink": result.traffic.total_uplink(),
             "downlink": result.traffic.total_downlink(),

@@ -29,8 +29,20 @@ COLORS = {
 }
 
 
+def server_capacity_line(reports: dict[str, dict[str, Any]]) -> float | None:
+    """The server's memory in MiB, worth a line on the bars when the schemes share one server (one fleet) and
+    some scheme's peak comes within half of it; None otherwise (a far line would flatten the bars)."""
+    capacities = {r["memory_bytes"].get("server_capacity") for r in reports.values()}
+    if len(capacities) != 1 or None in capacities:
+        return None
+    capacity = float(capacities.pop()) / MIB
+    tallest = max(r["memory_bytes"]["server_peak"] for r in reports.values()) / MIB
+    return capacity if tallest >= capacity / 2 else None
+
+
 def memory_bars(reports: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Server peak and the largest client peak of each scheme, in MiB."""
+    """Server peak and the largest client peak of each scheme, in MiB (and the server's memory, when it is
+    shared and within reach: `server_capacity_line`)."""
     schemes = list(reports)
     server = [reports[s]["memory_bytes"]["server_peak"] / MIB for s in schemes]
     client = [max(reports[s]["memory_bytes"]["clients_peak"].values(), default=0) / MIB for s in schemes]
@@ -38,6 +50,9 @@ def memory_bars(reports: dict[str, dict[str, Any]], path: Path) -> Path:
     xs = range(len(schemes))
     ax.bar([x - 0.2 for x in xs], server, width=0.4, label="server peak")
     ax.bar([x + 0.2 for x in xs], client, width=0.4, label="largest client peak")
+    capacity = server_capacity_line(reports)
+    if capacity is not None:
+        ax.axhline(capacity, color="black", linestyle="--", linewidth=1, label=f"server memory ({capacity:,.0f} MiB)")
     ax.set_xticks(list(xs), schemes)
     ax.set_ylabel("MiB")
     ax.set_title("Peak memory per party")

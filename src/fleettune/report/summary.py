@@ -22,6 +22,18 @@ def _rounds(report: dict[str, Any]) -> str:
     return str(ran)
 
 
+def _over_capacity(memory: dict[str, Any]) -> str:
+    """The parties whose peak exceeds their hardware's memory, each as "party peak / memory GiB"."""
+    parts = []
+    for party in memory.get("over_capacity") or ():
+        if party == "server":
+            peak, capacity = memory["server_peak"], memory["server_capacity"]
+        else:
+            peak, capacity = memory["clients_peak"][party], memory["clients_capacity"][party]
+        parts.append(f"{party} {_mib(peak)} / {_mib(capacity)}")
+    return ", ".join(parts)
+
+
 def summary_table(report: dict[str, Any]) -> Table:
     final = report["final"]
     table = Table(title=f"fleettune {report['scheme']} on {report['dataset']['name']} ({report['model']['name']})")
@@ -40,6 +52,9 @@ def summary_table(report: dict[str, Any]) -> Table:
     clients = report["memory_bytes"]["clients_peak"]
     if clients:
         rows.append(("largest client peak memory", _mib(max(clients.values()))))
+    over = _over_capacity(report["memory_bytes"])
+    if over:
+        rows.append(("[bold red]peak above the party's memory[/]", over))
     turnout = report.get("participation", {})
     if turnout.get("offline") or turnout.get("dropped", {}).get("total"):
         offline, dropped = turnout["offline"], turnout["dropped"]["total"]
