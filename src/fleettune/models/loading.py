@@ -66,6 +66,8 @@ def load_task_model(
         auto = AutoModelForCausalLM
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)  # the "newly initialized head" notice is expected
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a run builds many models: no loading bar for each
     try:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -78,6 +80,8 @@ def load_task_model(
         ) from None
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
     _check_backbone_loaded(path, model, info)
     model.eval()
     return model
