@@ -53,6 +53,15 @@ def _report(
     return json.loads((out / "report.json").read_text())
 
 
+def _stub() -> dict:
+    """The report keys `headline` reads besides memory."""
+    final = {"accuracy": 0.5, "macro_f1": 0.5, "worst_client_accuracy": 0.5}
+    return {
+        "final": final, "time_to_target_s": None, "history": [], "sim_time_s": 1.0, "wall_time_s": 1.0,
+        "communication_bytes": {"uplink": 0, "downlink": 0}, "energy_j": {"server": 0.0, "clients": {}},
+    }  # fmt: skip
+
+
 def _summary(report: dict) -> str:
     console = Console(record=True, width=200)
     console.print(summary_table(report))
@@ -68,7 +77,8 @@ def test_fl_reports_the_device_whose_whole_model_exceeds_its_memory(
     assert memory["server_capacity"] == 10 * 2**20
     assert memory["clients_capacity"] == {"tiny-mcu": 2**20, "roomy": 16 * GIB}
     assert memory["clients_peak"]["tiny-mcu"] > 2**20 and memory["server_peak"] < 10 * 2**20
-    assert memory["over_capacity"] == ["tiny-mcu"]
+    assert memory["over_capacity"] == {"server": False, "clients": ["tiny-mcu"]}
+    assert headline({**_stub(), "memory_bytes": memory})["over_capacity"] == ["tiny-mcu"]
 
 
 def test_a_split_server_over_its_memory_is_named_in_the_report_the_summary_and_the_comparison(
@@ -78,7 +88,7 @@ def test_a_split_server_over_its_memory_is_named_in_the_report_the_summary_and_t
     report = _report("splitfed", _fleet(1 / 1024, 1), tiny_model_dir, tiny_data_dir, tmp_path, capsys)
     memory = report["memory_bytes"]
     assert memory["server_peak"] > memory["server_capacity"] == 2**20
-    assert memory["over_capacity"] == ["server"]
+    assert memory["over_capacity"] == {"server": True, "clients": []}
     assert headline(report)["over_capacity"] == ["server"]
     assert f"{ROW} │ server {memory['server_peak'] / 2**20:,.1f} MiB / 1.0 MiB" in _summary(report)
 
@@ -87,7 +97,8 @@ def test_a_run_within_every_partys_memory_names_nobody(
     tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = _report("mesfl", _fleet(16, 1), tiny_model_dir, tiny_data_dir, tmp_path, capsys)
-    assert report["memory_bytes"]["over_capacity"] == []
+    assert report["memory_bytes"]["over_capacity"] == {"server": False, "clients": []}
+    assert headline(report)["over_capacity"] == []
     assert ROW not in _summary(report)
     older = {**report, "memory_bytes": {k: v for k, v in report["memory_bytes"].items() if k != "over_capacity"}}
     assert headline(older)["over_capacity"] is None  # a report from before the key: unknown, not "nobody"

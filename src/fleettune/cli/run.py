@@ -254,7 +254,7 @@ def compare_schemes(
 def comparison_table(numbers_of: dict[str, dict[str, Any]]) -> Table:
     """The headline numbers of each scheme; a last column names the parties whose peak exceeded their
     hardware's memory when any did."""
-    over = {name: numbers.get("over_capacity") or [] for name, numbers in numbers_of.items()}
+    over = {name: numbers.get("over_capacity") or [] for name, numbers in numbers_of.items()}  # party names
     columns = ["scheme", "accuracy", "virtual time (s)", "time to target (s)", "server peak (MiB)"]
     columns += ["above its memory"] if any(over.values()) else []
     table = Table(title="comparison")

@@ -138,14 +138,17 @@ def runtime_section() -> dict[str, Any]:
 
 
 def memory_section(fleet: Fleet, result: SchemeResult) -> dict[str, Any]:
-    """Each party's measured peak next to the memory its hardware has, and the parties whose peak
-    exceeds it (`over_capacity`: "server" and device ids). A run goes on past its parties' memory,
-    since comparing what schemes need is the point, so this is where a plan that could not run shows."""
+    """Each party's measured peak next to the memory its hardware has, and the parties whose peak exceeds
+    it (`over_capacity`: whether the server's does, and the ids of the devices whose do). A run goes on past
+    its parties' memory, since comparing what schemes need is the point, so this is where a plan that could
+    not run shows."""
     server_capacity = int(fleet.server.memory_gib * GIB)
     capacities = {d.id: memory_budget_bytes(d) for d in fleet.devices}
     clients_capacity = {c: capacities[c] for c in result.client_memory if c in capacities}
-    over = ["server"] if result.server_memory.total > server_capacity else []
-    over += [c for c, m in result.client_memory.items() if c in capacities and m.total > capacities[c]]
+    over = {
+        "server": result.server_memory.total > server_capacity,
+        "clients": [c for c, m in result.client_memory.items() if c in capacities and m.total > capacities[c]],
+    }
     return {
         "server_peak": result.server_memory.total,
         "clients_peak": {c: m.total for c, m in result.client_memory.items()},

@@ -22,15 +22,19 @@ def _rounds(report: dict[str, Any]) -> str:
     return str(ran)
 
 
+def over_capacity_parties(memory: dict[str, Any]) -> list[str]:
+    """ "server" and the device ids whose peak exceeds their hardware's memory (none for a report from before
+    `over_capacity` was kept)."""
+    over = memory.get("over_capacity") or {}
+    return (["server"] if over.get("server") else []) + list(over.get("clients", []))
+
+
 def _over_capacity(memory: dict[str, Any]) -> str:
-    """The parties whose peak exceeds their hardware's memory, each as "party peak / memory GiB"."""
-    parts = []
-    for party in memory.get("over_capacity") or ():
-        if party == "server":
-            peak, capacity = memory["server_peak"], memory["server_capacity"]
-        else:
-            peak, capacity = memory["clients_peak"][party], memory["clients_capacity"][party]
-        parts.append(f"{party} {_mib(peak)} / {_mib(capacity)}")
+    """Each party above its hardware's memory as "party peak / memory"."""
+    over = memory.get("over_capacity") or {}
+    parts = [f"server {_mib(memory['server_peak'])} / {_mib(memory['server_capacity'])}"] if over.get("server") else []
+    for device in over.get("clients", []):
+        parts.append(f"{device} {_mib(memory['clients_peak'][device])} / {_mib(memory['clients_capacity'][device])}")
     return ", ".join(parts)
 
 
