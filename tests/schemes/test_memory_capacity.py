@@ -78,7 +78,7 @@ def test_fl_reports_the_device_whose_whole_model_exceeds_its_memory(
     assert memory["clients_capacity"] == {"tiny-mcu": 2**20, "roomy": 16 * GIB}
     assert memory["clients_peak"]["tiny-mcu"] > 2**20 and memory["server_peak"] < 10 * 2**20
     assert memory["over_capacity"] == {"server": False, "clients": ["tiny-mcu"]}
-    assert headline({**_stub(), "memory_bytes": memory})["over_capacity"] == ["tiny-mcu"]
+    assert headline({**_stub(), "memory_bytes": memory})["over_capacity"] == memory["over_capacity"]
 
 
 def test_a_split_server_over_its_memory_is_named_in_the_report_the_summary_and_the_comparison(
@@ -89,7 +89,7 @@ def test_a_split_server_over_its_memory_is_named_in_the_report_the_summary_and_t
     memory = report["memory_bytes"]
     assert memory["server_peak"] > memory["server_capacity"] == 2**20
     assert memory["over_capacity"] == {"server": True, "clients": []}
-    assert headline(report)["over_capacity"] == ["server"]
+    assert headline(report)["over_capacity"] == {"server": True, "clients": []}
     assert f"{ROW} │ server {memory['server_peak'] / 2**20:,.1f} MiB / 1.0 MiB" in _summary(report)
 
 
@@ -98,13 +98,13 @@ def test_a_run_within_every_partys_memory_names_nobody(
 ) -> None:
     report = _report("mesfl", _fleet(16, 1), tiny_model_dir, tiny_data_dir, tmp_path, capsys)
     assert report["memory_bytes"]["over_capacity"] == {"server": False, "clients": []}
-    assert headline(report)["over_capacity"] == []
+    assert headline(report)["over_capacity"] == {"server": False, "clients": []}
     assert ROW not in _summary(report)
     older = {**report, "memory_bytes": {k: v for k, v in report["memory_bytes"].items() if k != "over_capacity"}}
     assert headline(older)["over_capacity"] is None  # a report from before the key: unknown, not "nobody"
 
 
-def _numbers(over: list[str] | None) -> dict:
+def _numbers(over: dict | None) -> dict:
     return {
         "accuracy": 0.5,
         "sim_time_s": 1.0,
@@ -123,7 +123,9 @@ def _rendered(table: object) -> str:
 def test_the_compare_table_gains_a_column_only_when_a_party_exceeded_its_memory() -> None:
     from fleettune.cli.run import comparison_table
 
-    text = _rendered(comparison_table({"splitfed": _numbers(["server", "nano-1"]), "mesfl": _numbers([])}))
+    above = _numbers({"server": True, "clients": ["nano-1"]})
+    text = _rendered(comparison_table({"splitfed": above, "mesfl": _numbers(None)}))
     assert "above its memory" in text
     assert "│ server, nano-1" in text and text.count(" - ") >= 2  # mesfl: no target time, nobody above
-    assert "above its memory" not in _rendered(comparison_table({"mesfl": _numbers([]), "sl": _numbers(None)}))
+    within = _numbers({"server": False, "clients": []})
+    assert "above its memory" not in _rendered(comparison_table({"mesfl": within, "sl": _numbers(None)}))

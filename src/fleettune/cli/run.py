@@ -20,7 +20,7 @@ from fleettune.report import build_report, finished_report, write_report
 from fleettune.report.adapter_file import save_adapter
 from fleettune.report.comparison import comparison
 from fleettune.report.plots import accuracy_over_time, memory_bars, round_gantt
-from fleettune.report.summary import print_summary
+from fleettune.report.summary import over_capacity_parties, print_summary
 from fleettune.runner import check_config, execute, prepare
 from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.stop import stop_on_interrupt
@@ -254,7 +254,7 @@ def compare_schemes(
 def comparison_table(numbers_of: dict[str, dict[str, Any]]) -> Table:
     """The headline numbers of each scheme; a last column names the parties whose peak exceeded their
     hardware's memory when any did."""
-    over = {name: numbers.get("over_capacity") or [] for name, numbers in numbers_of.items()}  # party names
+    over = {name: over_capacity_parties(numbers) for name, numbers in numbers_of.items()}
     columns = ["scheme", "accuracy", "virtual time (s)", "time to target (s)", "server peak (MiB)"]
     columns += ["above its memory"] if any(over.values()) else []
     table = Table(title="comparison")

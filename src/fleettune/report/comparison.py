@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fleettune.report.json_report import round_to_target
-from fleettune.report.summary import over_capacity_parties
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
@@ -22,8 +21,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": report["wall_time_s"],
         "server_peak_bytes": memory["server_peak"],
         "client_peak_bytes": max(memory["clients_peak"].values(), default=0),
-        # the parties above their memory ("server", device ids); None for reports from before it was kept
-        "over_capacity": over_capacity_parties(memory) if "over_capacity" in memory else None,
+        "over_capacity": memory.get("over_capacity"),  # None for reports from before it was kept
         "uplink_bytes": report["communication_bytes"]["uplink"],
         "downlink_bytes": report["communication_bytes"]["downlink"],
         "energy_j": report["energy_j"]["server"] + sum(report["energy_j"]["clients"].values()),
