@@ -22,10 +22,10 @@ def _rounds(report: dict[str, Any]) -> str:
     return str(ran)
 
 
-def over_capacity_parties(memory: dict[str, Any]) -> list[str]:
-    """ "server" and the device ids whose peak exceeds their hardware's memory (none for a report from before
-    `over_capacity` was kept)."""
-    over = memory.get("over_capacity") or {}
+def over_capacity_parties(section: dict[str, Any]) -> list[str]:
+    """The parties whose peak exceeds their hardware's memory, "server" first, from a report's `memory_bytes` or
+    a scheme's entry in comparison.json (both carry `over_capacity`; none for a report from before it was kept)."""
+    over = section.get("over_capacity") or {}
     return (["server"] if over.get("server") else []) + list(over.get("clients", []))
 
 
