@@ -7,7 +7,7 @@
 process, then deployed (one server process, six device processes, gRPC on loopback) with the same
 configuration. Reports the wall-clock seconds per round of each (the rounds between the first and the
 last, which evaluate), their ratio, and the bytes gRPC put on the wire against the payload bytes the
-report counts.
+report counts, and each round's training loss in both runs.
 `churn`: 20 devices on a tiny random-init BERT (CARER texts), 10 rounds, 30% of the devices killed at
 random moments; reports each round's participants and drops, and whether every round completed once.
 """
@@ -107,7 +107,15 @@ def loopback(out: Path, rounds: int) -> dict[str, Any]:
         "by_kind": report["communication_bytes"]["by_kind"],
         "simulated_by_kind": simulated.traffic.kinds,
         "final_accuracy": {"simulated": simulated.final.scores.accuracy, "deployed": report["final"]["accuracy"]},
+        "train_loss": _losses([r.train_loss for r in simulated.history], [r["train_loss"] for r in report["history"]]),
     }
+
+
+def _losses(simulated: list[float], deployed: list[float]) -> dict[str, Any]:
+    """Each round's training loss in both runs, and how far apart they are (every party draws its own dropout
+    masks from the same stream in either runtime, so only the order of floating-point sums may differ)."""
+    gap = max((abs(a - b) for a, b in zip(simulated, deployed, strict=True)), default=0.0)
+    return {"simulated": simulated, "deployed": deployed, "max_abs_difference": gap}
 
 
 def _tiny_model(folder: Path) -> Path:

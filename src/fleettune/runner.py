@@ -505,7 +505,8 @@ def planned_cadence(config: RunConfig) -> Rounds:
 
 
 def execute(prepared: PreparedRun) -> SchemeResult:
-    # The application (not library code) fixes torch's global RNG: dropout draws from it.
+    # Every party draws its dropout from its own stream (`fleettune.draws`); the application (not library code)
+    # still fixes torch's global RNG, for anything else that may draw from it (a user's own model code).
     torch.manual_seed(prepared.config.seed)
     scheme = SCHEMES.get(prepared.config.scheme)
     return run_assessed(scheme, prepared.setup, prepared.config, prepared.dataset.test)

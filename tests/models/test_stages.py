@@ -9,10 +9,11 @@ import weakref
 import pytest
 import torch
 
+from fleettune.draws import PartyDraws
 from fleettune.errors import ModelError
 from fleettune.models.adapters import join_adapter, read_adapter, split_adapter, write_adapter
 from fleettune.models.lora import LoraSpec
-from fleettune.models.stages import Task, client_stage, full_model, split_model
+from fleettune.models.stages import ClientStage, FullModel, ServerStage, Task, client_stage, full_model, split_model
 from tests.models.tiny import LAYERS, random_batch, tiny_model
 
 SPEC = LoraSpec(rank=4, alpha=8, dropout=0.0)
@@ -35,17 +36,23 @@ def _grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("cut", CUTS)
-def test_split_loss_and_every_lora_gradient_match_the_unsplit_model(kind: str, cut: int) -> None:
+def _split_pair(kind: str, cut: int, spec: LoraSpec) -> tuple[FullModel, ClientStage, ServerStage, Task]:
+    """A tiny model whole and split at `cut`, all three holding the same randomized adapter."""
     base, task = tiny_model(kind)
-    reference = full_model(copy.deepcopy(base), SPEC, task)
+    reference = full_model(copy.deepcopy(base), spec, task)
     state = _randomized(read_adapter(reference.peft), seed=cut)
     write_adapter(reference.peft, state)
-    client, server = split_model(copy.deepcopy(base), cut, SPEC, task)
+    client, server = split_model(copy.deepcopy(base), cut, spec, task)
     client_state, server_state = split_adapter(state, reference.layout, cut)
     write_adapter(client.peft, client_state)
     write_adapter(server.peft, server_state)
+    return reference, client, server, task
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cut", CUTS)
+def test_split_loss_and_every_lora_gradient_match_the_unsplit_model(kind: str, cut: int) -> None:
+    reference, client, server, task = _split_pair(kind, cut, SPEC)
     ids, mask, labels = random_batch(task, seed=cut)
 
     expected = reference.peft(input_ids=ids, attention_mask=mask, labels=labels).loss  # HF's own loss
@@ -57,6 +64,40 @@ def test_split_loss_and_every_lora_gradient_match_the_unsplit_model(kind: str, c
     hidden.backward(received.grad)
 
     assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), abs=1e-6)
+    want = _grads(reference.peft)
+    got = join_adapter(_grads(client.peft), _grads(server.peft), reference.layout, cut)
+    assert set(got) == set(want) and len(want) > 0
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cut", CUTS)
+def test_split_stages_draw_the_unsplit_models_dropout_masks(kind: str, cut: int) -> None:
+    """Dropout on (LoRA's, and BERT's and MPNet's hidden and attention dropout): a client stage and then a server
+    stage drawing from one stream draw the masks the unsplit model draws from that stream, in the same order."""
+    reference, client, server, task = _split_pair(kind, cut, LoraSpec(rank=4, alpha=8, dropout=0.3))
+    ids, mask, labels = random_batch(task, seed=cut)
+    for module in (reference, client, server):
+        module.train()
+
+    with PartyDraws(5).drawing():
+        expected = reference.peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+    expected.backward()
+    draws = PartyDraws(5)
+    with draws.drawing():
+        hidden = client(ids, mask)
+    received = hidden.detach().requires_grad_()
+    with draws.drawing():
+        out = server(received, mask, labels)
+    out.loss.backward()
+    hidden.backward(received.grad)
+    reference.eval()
+    with torch.no_grad():
+        without = reference.peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), abs=1e-6)
+    assert abs(float(expected.detach()) - float(without)) > 1e-4  # dropout did change the loss
     want = _grads(reference.peft)
     got = join_adapter(_grads(client.peft), _grads(server.peft), reference.layout, cut)
     assert set(got) == set(want) and len(want) > 0

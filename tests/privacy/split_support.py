@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from fleettune.data import Batch
+from fleettune.draws import PartyDraws
 from fleettune.fleet import load_fleet
 from fleettune.messages import CutGradients
 from fleettune.models.lora import LoraSpec
@@ -28,7 +29,8 @@ def tiny_client(privacy: ClientPrivacy | None = None) -> SplitClient:
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
     device = load_fleet("paper6").devices[0]
-    return SplitClient("dev", device, CUT, stage, iter(()), 4, 1e-2, LocalOptimizer(weight_decay=0.0), privacy)
+    optimizer = LocalOptimizer(weight_decay=0.0)
+    return SplitClient("dev", device, CUT, stage, iter(()), 4, 1e-2, optimizer, privacy, draws=PartyDraws(0))
 
 
 def padded_batch() -> Batch:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 from transformers import PreTrainedModel
 
+from fleettune.draws import global_rng_kept
 from fleettune.errors import FleetError, InputError, ModelError
 from fleettune.fleet.files import Fleet
 from fleettune.fleet.profiles import Device
@@ -31,7 +32,7 @@ def client_stage_memory(
     """What a client holds at its peak when training layers [0, cut) of a fresh model on
     (batch_size, seq_len) batches with the `local` optimizer: measured after one forward, backward and step."""
     # Model init, LoRA init and dropout draw from the global RNG: a measurement must not move the caller's.
-    with torch.random.fork_rng(devices=[]):
+    with global_rng_kept():
         model = model_factory()
         vocab_size = int(model.config.vocab_size)
         stage = client_stage(model, cut, lora, task)

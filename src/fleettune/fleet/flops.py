@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from fleettune.draws import global_rng_kept
 from fleettune.models.stages import ClientStage, ServerStage
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ def _training(*stages: nn.Module) -> Iterator[None]:
     with the global RNG dropout draws from left where it was; each stage's mode is put back after."""
     modes = [[m.training for m in stage.modules()] for stage in stages]
     try:
-        with torch.random.fork_rng(devices=[]):
+        with global_rng_kept():
             for stage in stages:
                 stage.train()
             yield

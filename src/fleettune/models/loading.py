@@ -19,6 +19,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from fleettune.draws import global_rng_kept
 from fleettune.errors import ModelError
 from fleettune.models.catalog import EXPECTED_FOLDER, ModelSource, describe_error, load_tokenizer
 from fleettune.models.stages import Task
@@ -69,8 +70,7 @@ def load_task_model(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a run builds many models: no loading bar for each
     try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with global_rng_kept(seed):
             # With output_loading_info, from_pretrained returns (model, info); its stubs do not say so.
             model, info = auto.from_pretrained(path, output_loading_info=True, **kwargs)  # type: ignore[misc]
     except (OSError, ValueError, KeyError, EOFError, SafetensorError, pickle.UnpicklingError) as exc:

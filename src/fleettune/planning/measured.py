@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 from fleettune.compression.base import Codec
 from fleettune.compression.link import UpdateLink
 from fleettune.compression.specs import parse_update_codec
+from fleettune.draws import global_rng_kept
 from fleettune.errors import ModelError
 from fleettune.fleet.feasibility import ClientMemoryModel
 from fleettune.fleet.flops import measure_split_flops
@@ -89,7 +90,7 @@ class MeasuredCosts:
         if key not in self._costs:
             check_cut(cut, self.num_layers)
             # LoRA init draws from the global RNG: counting must not move the caller's.
-            with torch.random.fork_rng(devices=[]):
+            with global_rng_kept():
                 client, server = split_model(copy.deepcopy(self._base), cut, self.spec(rank), self._task)
                 ids, mask, labels = self._batch
                 client_flops, server_flops = measure_split_flops(client, server, ids, mask, labels)
@@ -119,7 +120,7 @@ class MeasuredCosts:
         (0 for fewer than two clients). Wall time: it varies a little from one call to the next."""
         if len(cuts) < 2:
             return 0.0
-        with torch.random.fork_rng(devices=[]):
+        with global_rng_kept():
             shared = SharedServer(copy.deepcopy(self._base), min(cuts), self._lora, self._task)
             for i, cut in enumerate(cuts):
                 shared.add_client(f"client{i}", cut)

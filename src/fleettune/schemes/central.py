@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from fleettune.draws import Role, party_draws
 from fleettune.fleet.cost import compute_s
 from fleettune.runtime.ledger import EnergyLedger, TrafficLedger
 from fleettune.runtime.progress import RoundRecord
@@ -27,6 +28,7 @@ def run_central(setup: RunSetup) -> SchemeResult:
     rounds = -(-total_steps // steps_per_round)
     # The same stream a lone client 0 would draw: one-client split runs must see the same batches.
     stream = setup.batches.stream(setup.train, setup.rng(1, 0))
+    draws = party_draws(plan.seed, Role.CENTRAL)
     energy = EnergyLedger()
     history: list[RoundRecord] = []
     memory = None
@@ -47,6 +49,7 @@ def run_central(setup: RunSetup) -> SchemeResult:
             schedule_total=total_steps,
             max_grad_norm=plan.max_grad_norm,
             received_bytes=0,
+            draws=draws,
             optimizer=optimizer,
             flop_book=book,
         )

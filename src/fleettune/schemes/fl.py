@@ -13,6 +13,7 @@ from fleettune.aggregation.secure import masked_upload_bytes, secure_combine
 from fleettune.aggregation.sum_groups import sum_groups
 from fleettune.codec import encode_state
 from fleettune.compression import UpdateLink
+from fleettune.draws import Role, party_draws
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
 from fleettune.runtime.events import Activity
@@ -68,6 +69,8 @@ def run_fl(setup: RunSetup) -> SchemeResult:
     model = seeded_full_model(setup)
     global_state = read_adapter(model.peft)
     streams = {c.id: setup.batches.stream(c.train, setup.rng(1, i)) for i, c in enumerate(setup.clients)}
+    # One model plays every client; each client's dropout masks still come from its own stream.
+    draws = {c.id: party_draws(plan.seed, Role.CLIENT, i) for i, c in enumerate(setup.clients)}
     sampler = setup.rng(2)
     traffic, energy = TrafficLedger(), EnergyLedger()
     client_memory: dict[str, MemoryBreakdown] = {}
@@ -125,6 +128,7 @@ def run_fl(setup: RunSetup) -> SchemeResult:
                 schedule_total=plan.rounds,
                 max_grad_norm=plan.max_grad_norm,
                 received_bytes=len(downlink),
+                draws=draws[client.id],
                 flop_book=book,
                 privacy=privacy[client.id],
                 noise=noise.get(client.id),

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fleettune.data import Batch
+from fleettune.draws import PartyDraws
 from fleettune.models.stages import FullModel, Task
 from fleettune.privacy.client import ClientPrivacy
 from fleettune.privacy.dpsgd import private_backward
@@ -48,6 +49,7 @@ def train_local(
     schedule_total: int,
     max_grad_norm: float | None,
     received_bytes: int,
+    draws: PartyDraws,
     optimizer: torch.optim.Optimizer | None = None,
     flop_book: FlopBook | None = None,
     privacy: ClientPrivacy | None = None,
@@ -56,7 +58,7 @@ def train_local(
     """`steps` optimizer steps on `batches`; the learning rate follows the run-wide schedule from
     `schedule_offset`. A fresh `local_opt` optimizer is made unless one is passed in. With DP-SGD in
     `privacy`, every step's gradient is DP-SGD's (per-sample clipping, noise from `noise`) and `max_grad_norm`
-    is not applied."""
+    is not applied. Dropout draws from `draws`, the training party's own stream."""
     dpsgd = privacy is not None and privacy.dpsgd_clip is not None
     if dpsgd and (noise is None or model.task is not Task.CLASSIFICATION):
         raise ValueError("DP-SGD needs a noise generator and a classification model")
@@ -74,7 +76,7 @@ def train_local(
         key = ("whole-model-step", *batch.input_ids.shape)
 
         def step_once(batch: Batch = batch) -> torch.Tensor:
-            with meter.track(weights=model.parameters()):
+            with draws.drawing(), meter.track(weights=model.parameters()):
                 out = model(batch.input_ids, batch.attention_mask, batch.labels)
                 # The batch loss is the mean of these: each sample's own loss gets DP-SGD's clipping.
                 own = F.cross_entropy(out.logits, batch.labels, reduction="none") if dpsgd else None

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
-import torch
-
+from fleettune.draws import global_rng_kept
 from fleettune.models.stages import FullModel, full_model
 from fleettune.schemes.base import RunSetup
 
 
 def without_rng_draws() -> AbstractContextManager[None]:
-    """Build parties inside this: LoRA's random init (overwritten by the initial adapter anyway) must
-    not move the global RNG that dropout draws from, or schemes would see different dropout masks."""
-    return torch.random.fork_rng(devices=[])
+    """Build parties inside this: LoRA's random init (overwritten by the initial adapter anyway) must not move
+    the caller's global RNG."""
+    return global_rng_kept()
 
 
 def seeded_full_model(setup: RunSetup) -> FullModel:
     """The whole model with LoRA initialised from the run's seed (global RNG left untouched), so
     that every scheme starts from the same adapter."""
-    with torch.random.fork_rng():
-        torch.manual_seed(setup.plan.seed)
+    with global_rng_kept(setup.plan.seed):
         model = full_model(setup.new_model(), setup.lora, setup.task)
     model.eval()  # PEFT leaves the wrapper in training mode; trainers switch it on when they train
     return model

@@ -24,7 +24,7 @@ from fleettune.runtime.net.protocol import Instruction
 from fleettune.runtime.net.transport.message import Message
 from fleettune.runtime.progress import RoundRecord
 from fleettune.scheduling.online import Waiting
-from tests.runtime.net.conftest import device_folders, tiny_flags
+from tests.runtime.net.conftest import device_folders, save_tiny_bert, tiny_flags
 from tests.runtime.net.inprocess import deploy
 
 
@@ -67,6 +67,32 @@ def test_deployment_equals_simulation(
         assert deployed.traffic.kinds[kind] == simulated.traffic.kinds[kind]
     assert deployed.final.scores.accuracy == pytest.approx(simulated.final.scores.accuracy)
     assert deployed.traffic.kinds[SETUP]["downlink"] > 0 and deployed.traffic.kinds[SETUP]["uplink"] == 0
+
+
+@pytest.fixture(scope="module")
+def dropout_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-dropout"), dropout=0.1)
+
+
+@pytest.mark.parametrize("scheme", ["mesfl", "cpsl", "fl"])
+def test_deployment_draws_the_simulations_dropout_masks(
+    scheme: str, dropout_model_dir: Path, tiny_model_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """Dropout on everywhere (hidden, attention, LoRA): each device process and the server's work for each device
+    draw from the streams their simulated twins draw from, whatever order the server serves them in."""
+    flags = tiny_flags(dropout_model_dir, tiny_data_dir, scheme, clients=3, rounds=3, lora__dropout=0.1)
+    flags["cluster_size"] = 2  # cpsl: a pair and a single device
+    simulated = execute(prepare(build_config(flags=flags)))
+    deployed = deploy(flags, tmp_path)
+    losses = [h.train_loss for h in simulated.history]
+    assert [h.train_loss for h in deployed.history] == pytest.approx(losses, abs=1e-6)
+    assert deployed.step_losses == pytest.approx(simulated.step_losses, abs=1e-6)
+    assert simulated.adapter is not None and deployed.adapter is not None
+    for key, value in simulated.adapter.items():
+        torch.testing.assert_close(deployed.adapter[key], value, atol=1e-6, rtol=0)
+    # The same weights with every dropout off train otherwise: the masks were drawn and did act.
+    without = execute(prepare(build_config(flags={**flags, "lora.dropout": 0.0, "model": str(tiny_model_dir)})))
+    assert losses != pytest.approx([h.train_loss for h in without.history], abs=1e-4)
 
 
 def test_poisson_sampled_fl_deployed_equals_simulated(

@@ -17,7 +17,6 @@ from typing import Protocol
 
 import grpc
 import numpy as np
-import torch
 
 from fleettune.aggregation.hetero import lora_deltas
 from fleettune.aggregation.ranks import fresh_adapter
@@ -26,6 +25,7 @@ from fleettune.data import Split
 from fleettune.data.labels import LabelVocabulary
 from fleettune.data.sources.local import EXPECTED, split_file
 from fleettune.data.sources.text_files import RawRows, read_split_file
+from fleettune.draws import Role, party_draws
 from fleettune.errors import DataError, InputError
 from fleettune.fleet import Device, Hardware, Link
 from fleettune.messages import CutGradients, CutWire
@@ -186,15 +186,15 @@ class DeviceAgent:
                 if a.scheme == "fl"
                 else client_stage(model, a.cut_layer, lora, Task.CLASSIFICATION)
             )
-        torch.manual_seed(a.seed + a.index)  # this process's dropout draws
+        draws = party_draws(a.seed, Role.CLIENT, a.index)  # the dropout masks its simulated twin draws
         batches = BatchSource(tokenizer, a.max_length, a.batch_size, a.pad_to_max_length)
         stream = batches.stream(split, np.random.default_rng([a.seed, BATCH_STREAM, a.index]))
         local_opt = LocalOptimizer(a.optimizer, a.weight_decay)
         if isinstance(whole_or_stage, FullModel):
-            return LocalLearner(whole_or_stage, stream, a.lr, local_opt, a.lr_schedule, a.privacy())
+            return LocalLearner(whole_or_stage, stream, a.lr, local_opt, a.lr_schedule, a.privacy(), draws=draws)
         device = Device(self.id, Hardware(a.kind, a.tflops, a.memory_gib, a.power_w), Link(), a.cut_layer)
         return SplitClient(
-            self.id, device, a.cut_layer, whole_or_stage, stream, len(split), a.lr, local_opt, a.privacy()
+            self.id, device, a.cut_layer, whole_or_stage, stream, len(split), a.lr, local_opt, a.privacy(), draws=draws
         )
 
     def step(self, instruction: Instruction) -> None:

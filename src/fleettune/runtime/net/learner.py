@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fleettune.data import Batch
+from fleettune.draws import PartyDraws
 from fleettune.models.adapters import AdapterState, read_adapter, write_adapter
 from fleettune.models.stages import FullModel
 from fleettune.privacy.client import ClientPrivacy
@@ -23,8 +24,10 @@ class LocalLearner:
         local_opt: LocalOptimizer,
         schedule: str,
         privacy: ClientPrivacy | None = None,
+        *,
+        draws: PartyDraws,
     ) -> None:
-        self.model, self.batches, self.privacy = model, batches, privacy
+        self.model, self.batches, self.privacy, self.draws = model, batches, privacy, draws
         self.lr, self.local_opt, self.schedule = lr, local_opt, schedule
         self.received_peak = 0
         self.last_loss = 0.0
@@ -43,6 +46,7 @@ class LocalLearner:
             schedule_total=rounds,
             max_grad_norm=None,
             received_bytes=self.received_peak,
+            draws=self.draws,
             privacy=self.privacy,
         )
         self._memory = self._memory.peak_with(run.memory)

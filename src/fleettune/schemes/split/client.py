@@ -10,6 +10,7 @@ import torch
 
 from fleettune.aggregation.hetero import merge_into
 from fleettune.data import Batch
+from fleettune.draws import PartyDraws
 from fleettune.fleet import Device
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, read_adapter, task_model, write_adapter
@@ -41,6 +42,8 @@ class SplitClient:
         lr: float,
         local_opt: LocalOptimizer,
         privacy: ClientPrivacy | None = None,
+        *,
+        draws: PartyDraws,
     ) -> None:
         self.id = id
         self.device = device
@@ -50,6 +53,7 @@ class SplitClient:
         self.num_samples = num_samples
         self.lr = lr
         self.optimizer = make_optimizer(trainable_parameters(stage), lr, local_opt)
+        self.draws = draws  # this device's dropout masks
         self._pending: torch.Tensor | None = None
         self._meter = ActivationMeter()
         self.activation_peak = 0
@@ -65,7 +69,7 @@ class SplitClient:
     def forward(self, batch: Batch, step: int) -> CutActivations:
         self.stage.train()
         privacy = self.privacy
-        with self._meter.track(weights=self.stage.parameters()):
+        with self.draws.drawing(), self._meter.track(weights=self.stage.parameters()):
             hidden = self.stage(batch.input_ids, batch.attention_mask)
             if privacy is not None and privacy.activation_clip is not None:
                 assert self._noise is not None

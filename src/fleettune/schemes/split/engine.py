@@ -15,6 +15,7 @@ from fleettune.aggregation.ranks import Aggregate, RankMix
 from fleettune.aggregation.secure import masked_upload_bytes, secure_combine
 from fleettune.aggregation.sum_groups import SumGroup, sum_groups
 from fleettune.compression import UpdateLink, receive_state, send_state
+from fleettune.draws import Role, party_draws
 from fleettune.fleet.cost import compute_s, downlink_s, uplink_s
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, read_adapter, split_adapter, task_model, write_adapter
@@ -128,6 +129,7 @@ def build_clients(setup: RunSetup, initial: AdapterState) -> list[SplitClient]:
             setup.plan.lr,
             setup.plan.local_opt,
             setup.privacy_for(index),
+            draws=party_draws(setup.plan.seed, Role.CLIENT, index),
         )
         client.write(split_adapter(mix.start(initial, data.id), stage.layout, cut)[0])
         clients.append(client)

@@ -7,6 +7,7 @@ from functools import partial
 
 from fleettune.aggregation import sample_weights
 from fleettune.aggregation.ranks import Aggregate
+from fleettune.draws import server_draws
 from fleettune.models.adapters import AdapterState
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step, shared_processor_step
 from fleettune.runtime.sim.cutoffs import StepClock
@@ -162,8 +163,9 @@ def shared_server(setup: RunSetup) -> ServerRole:
     plan = setup.plan
     cuts = cuts_of(setup)
     specs = {c: setup.lora_for(c) for c in cuts}
+    draws = server_draws(plan.seed, list(cuts))
     return PerClientAdapters(
-        setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.local_opt, setup.switch_s, specs
+        setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.local_opt, draws, setup.switch_s, specs
     )
 
 
@@ -172,4 +174,5 @@ def server_copies(setup: RunSetup) -> ServerRole:
     plan = setup.plan
     cuts = cuts_of(setup)
     specs = {c: setup.lora_for(c) for c in cuts}
-    return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.local_opt, specs)
+    draws = server_draws(plan.seed, list(cuts))
+    return ServerCopies(setup.new_model, cuts, setup.lora, setup.task, plan.lr, plan.local_opt, draws, specs)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Protocol, TypeVar
 
+from fleettune.draws import server_draws
 from fleettune.fleet import Device
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step
 from fleettune.runtime.sim.cutoffs import Cut
@@ -153,7 +154,9 @@ def _run_turns(setup: RunSetup, scheme: str) -> SchemeResult:
 def shared_adapter(setup: RunSetup) -> SharedAdapter:
     """The server of `sl` and `cpsl`: one model, one adapter that every client's activations train."""
     plan = setup.plan
-    return SharedAdapter(setup.new_model(), cuts_of(setup), setup.lora, setup.task, plan.lr, plan.local_opt)
+    cuts = cuts_of(setup)
+    draws = server_draws(plan.seed, list(cuts))
+    return SharedAdapter(setup.new_model(), cuts, setup.lora, setup.task, plan.lr, plan.local_opt, draws)
 
 
 def clusters_for(setup: RunSetup, scheme: str, parties: Sequence[Party]) -> list[list[Party]]:

@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 from fleettune.aggregation.hetero import merge_into
+from fleettune.draws import PartyDraws
 from fleettune.messages import CutActivations, CutGradients
 from fleettune.models.adapters import AdapterState, join_adapter, read_adapter, split_adapter, task_model, write_adapter
 from fleettune.models.layout import StackLayout
@@ -95,12 +96,16 @@ def _step_each(optimizers: dict[str, torch.optim.Optimizer], clients: Sequence[s
 
 
 class _Metered:
-    def __init__(self) -> None:
+    """The server's forward for each client: its saved activations metered, its dropout drawn from the
+    server's stream for that client (`draws`, keyed by client id)."""
+
+    def __init__(self, draws: Mapping[str, PartyDraws]) -> None:
         self._peaks: dict[str, int] = {}
+        self._draws = dict(draws)
 
     def _run(self, client: str, weights: Callable[[], object], fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         meter = ActivationMeter()
-        with meter.track(weights=weights()):  # type: ignore[arg-type]
+        with self._draws[client].drawing(), meter.track(weights=weights()):  # type: ignore[arg-type]
             loss = fn()
         self._peaks[client] = max(self._peaks.get(client, 0), meter.peak)
         return loss
@@ -120,10 +125,11 @@ class PerClientAdapters(_Metered):
         task: Task,
         lr: float,
         local_opt: LocalOptimizer,
+        draws: Mapping[str, PartyDraws],
         switch_s: float | None = None,
         specs: Mapping[str, LoraSpec] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(draws)
         self.first = min(cuts.values())
         self.server = SharedServer(model, self.first, spec, task)
         self.layout = self.server.layout
@@ -204,9 +210,10 @@ class ServerCopies(_Metered):
         task: Task,
         lr: float,
         local_opt: LocalOptimizer,
+        draws: Mapping[str, PartyDraws],
         specs: Mapping[str, LoraSpec] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(draws)
         self.stages: dict[str, ServerStage] = {
             c: server_stage(new_model(), cut, (specs or {}).get(c, spec), task) for c, cut in cuts.items()
         }
@@ -276,8 +283,9 @@ class SharedAdapter(_Metered):
         task: Task,
         lr: float,
         local_opt: LocalOptimizer,
+        draws: Mapping[str, PartyDraws],
     ) -> None:
-        super().__init__()
+        super().__init__(draws)
         self.first = min(cuts.values())
         self.server = SharedServer(model, self.first, spec, task)
         self.server.add_client("shared", self.first)
