@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
-import torch
 from transformers import PreTrainedModel
 
 from fleettune.aggregation.policy import DpSpec, PolicySpec
@@ -505,8 +504,6 @@ def planned_cadence(config: RunConfig) -> Rounds:
 
 
 def execute(prepared: PreparedRun) -> SchemeResult:
-    # Every party draws its dropout from its own stream (`fleettune.draws`); the application (not library code)
-    # still fixes torch's global RNG, for anything else that may draw from it (a user's own model code).
-    torch.manual_seed(prepared.config.seed)
+    # No global seeding: every party's forward draws from its own stream (`fleettune.draws`).
     scheme = SCHEMES.get(prepared.config.scheme)
     return run_assessed(scheme, prepared.setup, prepared.config, prepared.dataset.test)
