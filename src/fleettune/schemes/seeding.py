@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 from fleettune.draws import global_rng_kept
 from fleettune.models.stages import FullModel, full_model
 from fleettune.schemes.base import RunSetup
-
-
-def without_rng_draws() -> AbstractContextManager[None]:
-    """Build parties inside this: LoRA's random init (overwritten by the initial adapter anyway) must not move
-    the caller's global RNG."""
-    return global_rng_kept()
 
 
 def seeded_full_model(setup: RunSetup) -> FullModel:

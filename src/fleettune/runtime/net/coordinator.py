@@ -21,6 +21,7 @@ import torch
 
 from fleettune.aggregation.ranks import Aggregate
 from fleettune.compression import UpdateLink, parse_update_codec, send_state
+from fleettune.draws import global_rng_kept
 from fleettune.errors import ConfigError, InputError
 from fleettune.models.adapters import AdapterState, split_adapter
 from fleettune.runner import PreparedRun
@@ -48,7 +49,6 @@ from fleettune.runtime.progress import RoundRecord
 from fleettune.runtime.sim.participation import ParticipationTotals
 from fleettune.schemes.base import RunSetup
 from fleettune.schemes.evaluator import EvalResult
-from fleettune.schemes.seeding import without_rng_draws
 from fleettune.schemes.split.engine import initial_state
 from fleettune.schemes.split.parallel import server_copies, shared_server
 from fleettune.schemes.split.sequential import shared_adapter
@@ -98,7 +98,7 @@ class Coordinator:
         # mesfl orders waiting devices by its policy; the others' servers take them as they come
         self.scheduler = setup.scheduler if scheme == "mesfl" else "fifo"
         self.board = Board([c.device for c in setup.clients])
-        with without_rng_draws():
+        with global_rng_kept():  # LoRA init, overwritten by the initial adapter, must not move the global RNG
             initial, self.evaluation = initial_state(setup)
             # fl's server holds no part of the model, only the global adapter
             self.role: ServerRole | None = SERVER_ROLES[scheme](setup) if scheme in SERVER_ROLES else None

@@ -25,7 +25,7 @@ from fleettune.data import Split
 from fleettune.data.labels import LabelVocabulary
 from fleettune.data.sources.local import EXPECTED, split_file
 from fleettune.data.sources.text_files import RawRows, read_split_file
-from fleettune.draws import Role, party_draws
+from fleettune.draws import Role, global_rng_kept, party_draws
 from fleettune.errors import DataError, InputError
 from fleettune.fleet import Device, Hardware, Link
 from fleettune.messages import CutGradients, CutWire
@@ -42,7 +42,6 @@ from fleettune.runtime.net.secure_device import SecureParty
 from fleettune.runtime.net.transport.client import RETRYABLE
 from fleettune.runtime.net.transport.errors import RemoteError
 from fleettune.schemes.batching import BatchSource
-from fleettune.schemes.seeding import without_rng_draws
 from fleettune.schemes.split.client import SplitClient
 from fleettune.training import LocalOptimizer
 
@@ -173,7 +172,7 @@ class DeviceAgent:
         labels = LabelVocabulary(list(a.labels), a.numeric_labels).encode(rows.labels, rows.path, rows.lines)
         split = Split(rows.texts, labels)
         lora = LoraSpec(a.lora_rank, a.lora_alpha, a.lora_dropout, a.lora_targets)
-        with without_rng_draws():
+        with global_rng_kept():  # LoRA init, overwritten by the initial adapter, must not move the global RNG
             model = load_task_model(
                 source.path,
                 Task.CLASSIFICATION,

@@ -7,12 +7,11 @@ from functools import partial
 
 from fleettune.aggregation import sample_weights
 from fleettune.aggregation.ranks import Aggregate
-from fleettune.draws import server_draws
+from fleettune.draws import global_rng_kept, server_draws
 from fleettune.models.adapters import AdapterState
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step, shared_processor_step
 from fleettune.runtime.sim.cutoffs import StepClock
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
-from fleettune.schemes.seeding import without_rng_draws
 from fleettune.schemes.split.attendance import Attendance, ClientLoss, kept_losses, split_step
 from fleettune.schemes.split.client import SplitClient
 from fleettune.schemes.split.engine import (
@@ -41,7 +40,7 @@ def _run(setup: RunSetup, make_server: Callable[[], ServerRole], step_clock: Ste
     over the clients that completed. A client that leaves a round goes back (both sides) to its state
     at the round's start; one that missed an aggregation downloads the global adapter when next online
     (with mixed ranks combined by stacking: every stacked adapter it missed, to fold into its base)."""
-    with without_rng_draws():
+    with global_rng_kept():  # LoRA init, overwritten by the initial adapter, must not move the global RNG
         initial, evaluation = initial_state(setup)
         clients = build_clients(setup, initial)
         server = make_server()

@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Protocol, TypeVar
 
-from fleettune.draws import server_draws
+from fleettune.draws import global_rng_kept, server_draws
 from fleettune.fleet import Device
 from fleettune.runtime.sim.clock import StepPhases, Timeline, one_server_step
 from fleettune.runtime.sim.cutoffs import Cut
 from fleettune.schemes.base import SCHEMES, RunSetup, SchemeResult
-from fleettune.schemes.seeding import without_rng_draws
 from fleettune.schemes.split.attendance import Attendance, ClientLoss, kept_losses, split_step
 from fleettune.schemes.split.engine import (
     Forwarded,
@@ -105,7 +104,7 @@ def _run_turns(setup: RunSetup, scheme: str) -> SchemeResult:
     whose one adapter steps once per cluster step; client-side adapters are averaged at the cluster's
     end and handed to the next. Split learning is the case of clusters of one client. Offline members
     skip their cluster's turn; the deadline counts from the start of each turn."""
-    with without_rng_draws():
+    with global_rng_kept():  # LoRA init, overwritten by the initial adapter, must not move the global RNG
         initial, evaluation = initial_state(setup)
         clients = build_clients(setup, initial)
         server = shared_adapter(setup)
